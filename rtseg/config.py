@@ -1,0 +1,196 @@
+"""rtseg configuration: pydantic v2 models loaded from YAML.
+
+Every section forbids unknown keys, so a typo is an error that names the key and its line
+(`rtseg validate-config CONFIG`). sam2's own Hydra config stays inside sam2: `model.name`
+is passed through to it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """Which SAM 2 to run, and where."""
+
+    name: str = "sam2.1_hiera_t"
+    checkpoint: Path | None = None  # None: checkpoints/<official file name for `name`>
+    weights: Literal["checkpoint", "random"] = "checkpoint"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    image_size: int | None = Field(default=None, ge=64, multiple_of=16)
+    max_corrections: int = Field(default=8, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from rtseg.engine.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of {sorted(MODELS)}")
+        return v
+
+
+class ReconnectConfig(StrictModel):
+    """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s."""
+
+    initial_s: float = Field(default=0.5, gt=0)
+    factor: float = Field(default=2.0, ge=1)
+    max_s: float = Field(default=10.0, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)  # None: retry forever
+
+
+class CameraConfig(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    source: str
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    fps: float | None = Field(default=None, gt=0)
+    ring_slots: int = Field(default=8, ge=2, le=256)
+    open_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+
+class SegmenterConfig(StrictModel):
+    frame_policy: Literal["latest", "every"] = "latest"
+    recent_frames: int = Field(default=30, ge=1)  # frames a late prompt may still target
+
+
+class FrameTopicConfig(StrictModel):
+    enabled: bool = False
+    fps: float = Field(default=5.0, gt=0)
+    quality: int = Field(default=80, ge=1, le=100)
+
+
+class NetworkConfig(StrictModel):
+    pub: str = "tcp://127.0.0.1:5555"
+    control: str = "tcp://127.0.0.1:5556"
+    hwm: int = Field(default=20, ge=1)
+    status_interval_s: float = Field(default=1.0, gt=0)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    frame_topic: FrameTopicConfig = FrameTopicConfig()
+
+
+class SecurityConfig(StrictModel):
+    curve: bool = False
+    server_secret_key: Path | None = None  # a zmq.auth .key_secret file
+    authorized_clients: Path | None = None  # folder of client .key files
+
+    @model_validator(mode="after")
+    def _keys_when_curve(self) -> SecurityConfig:
+        if self.curve and (self.server_secret_key is None or self.authorized_clients is None):
+            raise ValueError(
+                "security.curve is on: set server_secret_key and authorized_clients "
+                "(generate them with `rtseg keys`)"
+            )
+        return self
+
+
+class ViewerConfig(StrictModel):
+    enabled: bool = False
+
+
+class RecorderConfig(StrictModel):
+    enabled: bool = False
+    directory: Path = Path("recordings")
+    segment_seconds: float = Field(default=60.0, gt=0)
+    retention_gb: float | None = Field(default=None, gt=0)
+    retention_hours: float | None = Field(default=None, gt=0)
+    video: Literal["none", "raw", "overlay"] = "none"
+
+
+class SupervisorConfig(StrictModel):
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    restart_budget: int = Field(default=5, ge=0)  # restarts allowed per window, per child
+    restart_window_s: float = Field(default=300.0, gt=0)
+    shutdown_timeout_s: float = Field(default=5.0, gt=0)
+    state_dir: Path = Path("runs")  # prompt log and other persisted state
+
+
+class Config(StrictModel):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    network: NetworkConfig = NetworkConfig()
+    security: SecurityConfig = SecurityConfig()
+    viewer: ViewerConfig = ViewerConfig()
+    recorder: RecorderConfig = RecorderConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> Config:
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names file, line, key and value."""
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), node)
+            if node is None:
+                return None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    return node
+
+
+def _key_node(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The node of the last key in loc (for 'extra key' errors the value node does not exist)."""
+    parent = _node_at(root, loc[:-1])
+    if isinstance(parent, yaml.MappingNode):
+        for k, _ in parent.value:
+            if k.value == loc[-1]:
+                return k
+    return parent
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            node = _key_node(root, loc) if loc else root
+            where = f"line {node.start_mark.line + 1}" if node is not None else "?"
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            shown = "" if isinstance(value, dict | list) or err["type"] == "missing" else f" (got {value!r})"
+            lines.append(f"{source}:{where}: {key}: {msg}{shown}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    return parse_config(text, str(path))
