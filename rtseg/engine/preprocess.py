@@ -3,7 +3,8 @@
 sam2.utils.misc resizes with PIL (bicubic, antialiased, rounded back to uint8), scales to
 [0, 1] and normalizes with ImageNet mean/std. Here the same steps run in torch, so they can
 run on the GPU: torch's antialiased bicubic uses PIL's kernel (a=-0.5); rounding to uint8
-keeps the result within one grey level of PIL's (tested in tests/test_engine_preprocess.py).
+in PIL's order (horizontal pass, round, vertical pass, round) keeps the result within one
+grey level of PIL's (tested in tests/test_engine_preprocess.py).
 """
 from __future__ import annotations
 
@@ -38,9 +39,16 @@ def as_rgb_tensor(frame: np.ndarray | torch.Tensor, device: torch.device) -> tor
 
 def resize_uint8(rgb: torch.Tensor, image_size: int) -> torch.Tensor:
     """1x3xHxW uint8 -> 3xSxS uint8, resized the way PIL's Image.resize((S, S)) does."""
+    # PIL resamples horizontally, rounds to uint8, then vertically: do the same two passes.
     x = rgb.float()
-    x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)[0]
+    h, w = x.shape[-2:]
+    if w != image_size:
+        x = F.interpolate(x, size=(h, image_size), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255)
+    if h != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255)
+    return x.to(torch.uint8)[0]
 
 
 class Normalizer:
