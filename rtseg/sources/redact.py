@@ -10,9 +10,14 @@ _SECRET_KEYS = {"password", "passwd", "pwd", "pass", "token", "access_token", "k
                 "auth", "secret", "signature", "sig", "user", "username"}
 
 
+_NO_CREDENTIALS = ("synthetic://", "file://")  # their '@' is not a userinfo separator
+
+
 def redact_url(url: str) -> str:
     """The URL with its user:password replaced by `***` and secret-looking query values
     masked: rtsp://admin:hunter2@cam/stream -> rtsp://***@cam/stream."""
+    if str(url).lower().startswith(_NO_CREDENTIALS):
+        return str(url)
     text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", str(url))
     if "?" in text and "://" in text:
         base, _, query = text.partition("?")
@@ -26,6 +31,8 @@ def redact_url(url: str) -> str:
 def secrets_in(url: str) -> list[str]:
     """The secret strings of a URL (password, user, secret query values), so that a caller
     can scrub them from text it did not build itself (e.g. a library's error message)."""
+    if str(url).lower().startswith(_NO_CREDENTIALS):
+        return []
     parts = urlsplit(str(url))
     found = [s for s in (parts.password, parts.username) if s]
     found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_KEYS and v]

@@ -84,7 +84,7 @@ class SyntheticScene:
         grid = (((xx // 24) + (yy // 24)) % 2 * 16 - 8).astype(np.int16)[..., None]
         return np.clip(base + fine + grid, 0, 255).astype(np.uint8)
 
-    def _shape_mask(self, obj: _Obj, index: int) -> np.ndarray:
+    def _silhouette(self, obj: _Obj, index: int) -> np.ndarray:
         cx = _bounce(obj.start[0] + obj.velocity[0] * index, obj.size * 0.5, self.width - obj.size * 0.5)
         cy = _bounce(obj.start[1] + obj.velocity[1] * index, obj.size * 0.5, self.height - obj.size * 0.5)
         mask = np.zeros((self.height, self.width), np.uint8)
@@ -100,7 +100,7 @@ class SyntheticScene:
     def render(self, index: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """(RGB image, {object id: visible-pixel mask}) for frame `index`."""
         image = self.background.copy()
-        shapes = [(obj, self._shape_mask(obj, index)) for obj in self.depth_order]
+        shapes = [(obj, self._silhouette(obj, index)) for obj in self.depth_order]
         for obj, mask in shapes:  # far to near: nearer objects paint over farther ones
             image[mask] = obj.color
         visible: dict[int, np.ndarray] = {}
@@ -109,6 +109,10 @@ class SyntheticScene:
             visible[obj.obj_id] = mask & ~covered
             covered |= mask
         return image, dict(sorted(visible.items()))
+
+    def silhouette(self, obj_id: int, index: int) -> np.ndarray:
+        """Object obj_id's whole shape at frame `index`, hidden parts included (HxW bool)."""
+        return self._silhouette(self.objects[obj_id - 1], index)
 
     def masks(self, index: int) -> dict[int, np.ndarray]:
         """Ground truth for frame `index`: {object id: HxW bool of its visible pixels}."""
