@@ -26,6 +26,7 @@ from rtseg.ring.layout import (
     RingFrame,
     SourceState,
     cleanup_stale,
+    remove_if_stale,
     ring_segments,
     unlink_ring,
 )
@@ -34,5 +35,5 @@ from rtseg.ring.writer import RingWriter
 
 __all__ = [
     "RingWriter", "RingReader", "RingFrame", "SourceState", "RingError", "STATUSES",
-    "unlink_ring", "cleanup_stale", "ring_segments",
+    "unlink_ring", "remove_if_stale", "cleanup_stale", "ring_segments",
 ]

@@ -197,34 +197,43 @@ def unlink_ring(name: str) -> None:
         unlink_segment(seg)
 
 
-def cleanup_stale(min_age_s: float = 5.0) -> list[str]:
-    """Remove the rings whose writer is dead or closed, and pixel segments without a header
-    (for a supervisor, at start and after a child crashed). Returns the ring names removed.
-    Headers younger than min_age_s that are not yet initialised are left alone."""
-    removed = []
-    names = {s.split(".")[1] for s in ring_segments()}
-    for name in sorted(names):
-        seg = header_segment(name)
+def remove_if_stale(name: str, min_age_s: float = 5.0) -> bool:
+    """Remove ring `name` if its writer is dead or closed it (a header still being set up,
+    younger than min_age_s, is left alone); pixel segments without a header go too.
+    Returns True if something was removed. A live writer's ring is never touched."""
+    seg = header_segment(name)
+    try:
+        h = Header(open_segment(seg))
+    except FileNotFoundError:
+        if not ring_segments(name):
+            return False
+        unlink_ring(name)  # pixels whose header is gone
+        return True
+    except (ValueError, RingError):
+        h = None
+    ready = alive = False
+    if h is not None:
+        f = h.f
+        ready = int(f[F.MAGIC]) == MAGIC
+        alive = ready and not f[F.CLOSED] and process_alive(int(f[F.PID]), int(f[F.PID_START_MS]))
+        h.drop()
+    if alive:
+        return False
+    if not ready:
         try:
-            h = Header(open_segment(seg))
+            if time.time() - (SHM_DIR / seg).stat().st_mtime < min_age_s:
+                return False
         except FileNotFoundError:
-            unlink_ring(name)  # pixels whose header is gone
-            removed.append(name)
-            continue
-        except (ValueError, RingError):
-            h = None
-        if h is not None:
-            f = h.f
-            ready = int(f[F.MAGIC]) == MAGIC
-            alive = ready and not f[F.CLOSED] and process_alive(int(f[F.PID]), int(f[F.PID_START_MS]))
-            h.drop()
-        else:
-            ready = alive = False
-        if not ready and time.time() - (SHM_DIR / seg).stat().st_mtime < min_age_s:
-            continue
-        if not alive:
-            unlink_ring(name)
-            removed.append(name)
+            return False
+    unlink_ring(name)
+    return True
+
+
+def cleanup_stale(min_age_s: float = 5.0) -> list[str]:
+    """Remove every ring whose writer is dead or closed (for a supervisor, at start and
+    after a child crashed). Returns the ring names removed."""
+    names = sorted({s.split(".")[1] for s in ring_segments()})
+    removed = [name for name in names if remove_if_stale(name, min_age_s)]
     if removed:
         log.info("removed stale rings: %s", ", ".join(removed))
     return removed

@@ -169,8 +169,9 @@ class RingWriter:
         self._pixels = None
         if self._data is not None:
             self._data.close()
+            unlink_segment(data_segment(self.name, self._gen))
         self._h.drop()
-        unlink_ring(self.name)
+        unlink_segment(self._seg)  # only our own segments: a successor may already own the name
 
     def __enter__(self) -> RingWriter:
         return self
