@@ -1,0 +1,132 @@
+"""The whole pipeline with real processes and sockets: `rtseg run` (supervisor, capture,
+segmenter), a synthetic camera, a subscriber and a controller. CPU, image_size 128."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import msgpack
+import psutil
+import pytest
+import zmq
+
+from rtseg.client import ControlError, Controller, Subscriber
+from rtseg.protocol import PROTOCOL_VERSION
+from tests.engine_helpers import write_test_checkpoint
+from tests.pipeline_helpers import Pipeline, write_config
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "test128.pt", 128)
+
+
+def next_masks(sub: Subscriber, timeout_s: float = 30.0, want=lambda m: True):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = sub.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if m is not None and hasattr(m, "obj_ids") and want(m):
+            return m
+    raise AssertionError(f"no matching masks message within {timeout_s} s")
+
+
+def shm_segments(run_id: str) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if run_id in n]
+
+
+def raw_request(endpoint: str, payload: bytes, timeout_ms: int = 10000) -> dict:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(endpoint)
+    try:
+        sock.send(payload)
+        assert sock.poll(timeout_ms), "the segmenter did not answer a malformed request"
+        return msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+
+
+def test_prompted_object_streams_on_rising_frames(tmp_path, checkpoint):
+    with Pipeline(write_config(tmp_path, checkpoint, policy="latest")) as pipe, Subscriber(pipe.pub, topics=("masks", "status")) as sub:
+        pipe.wait_ready()
+        with Controller(pipe.control, timeout=20) as ctl:
+            reply = ctl.add_points("cam", 1, [[40, 40]], [1])
+        assert reply["ok"] and reply["obj_ids"] == [1]
+        first = next_masks(sub, want=lambda m: 1 in m.obj_ids)
+        seen = [first]
+        while len(seen) < 8:
+            seen.append(next_masks(sub))
+        indices = [m.frame_index for m in seen]
+        assert indices == sorted(set(indices)), f"frame indices not rising: {indices}"
+        for m in seen:
+            assert m.obj_ids == [1] and m.masks.shape == (1, 120, 160)
+            assert m.areas[0] > 0 and m.masks[0].sum() == m.areas[0]
+            assert m.received_ns >= m.published_ns >= m.processed_ns >= m.capture_ns
+        status = None
+        while status is None:
+            msg = sub.recv(timeout=5)
+            status = msg if msg is not None and hasattr(msg, "cameras") else None
+        cam = status.cameras["cam"]
+        assert cam.source_state == "connected" and cam.obj_ids == (1,) and cam.frames_processed > 0
+
+
+def test_malformed_requests_are_answered_and_change_nothing(tmp_path, checkpoint):
+    with Pipeline(write_config(tmp_path, checkpoint, policy="latest")) as pipe:
+        pipe.wait_ready()
+        v = PROTOCOL_VERSION
+        bad = [
+            b"\xff\x00 not msgpack",
+            msgpack.packb([1, 2, 3]),
+            msgpack.packb({"v": v + 1, "type": "add_points", "camera": "cam", "obj_id": 1, "points": [[1, 1]], "labels": [1]}),
+            msgpack.packb({"v": v, "type": "add_points", "camera": "cam", "obj_id": 1, "points": [[math.nan, 1]], "labels": [1]}),
+            msgpack.packb({"v": v, "type": "add_points", "camera": "cam", "obj_id": 1, "points": [[999, 1]], "labels": [1]}),
+            msgpack.packb({"v": v, "type": "add_box", "camera": "cam", "obj_id": 1, "box": [50, 50, 10, 10]}),
+            msgpack.packb({"v": v, "type": "remove", "camera": "cam", "obj_id": 42}),
+            msgpack.packb({"v": v, "type": "add_points", "camera": "nope", "obj_id": 1, "points": [[1, 1]], "labels": [1]}),
+            msgpack.packb({"v": v, "type": "explode", "camera": "cam"}),
+        ]
+        for payload in bad:
+            reply = raw_request(pipe.control, payload)
+            assert reply["ok"] is False and reply["error"]["message"], reply
+        with Controller(pipe.control, timeout=20) as ctl:
+            assert ctl.list()["cameras"]["cam"]["obj_ids"] == []  # nothing was applied
+            with pytest.raises(ControlError, match="outside"):
+                ctl.add_points("cam", 3, [[-5, 10]], [1])
+            assert ctl.add_box("cam", 2, [10, 10, 60, 60])["obj_ids"] == [2]
+        assert pipe.proc.poll() is None
+
+
+def test_killed_segmenter_is_restarted_with_its_objects_and_shutdown_is_clean(tmp_path, checkpoint):
+    with Pipeline(write_config(tmp_path, checkpoint, policy="latest")) as pipe, Subscriber(pipe.pub) as sub:
+        pipe.wait_ready()
+        with Controller(pipe.control, timeout=20) as ctl:
+            ctl.add_points("cam", 1, [[40, 40]], [1])
+            ctl.add_box("cam", 2, [80, 50, 150, 110])
+        next_masks(sub, want=lambda m: m.obj_ids == [1, 2])
+        old = pipe.pids()
+        os.kill(old["segmenter"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while pipe.pids().get("segmenter") in (None, old["segmenter"]):
+            assert time.monotonic() < deadline, f"segmenter not restarted:\n{pipe.output()}"
+            time.sleep(0.2)
+        restored = next_masks(sub, timeout_s=90, want=lambda m: m.obj_ids == [1, 2])
+        assert (restored.areas > 0).all()
+        deadline = time.monotonic() + 10  # the log line travels through the supervisor's log queue
+        while not ("restored object 1" in pipe.output() and "restored object 2" in pipe.output()):
+            assert time.monotonic() < deadline, f"restore not logged:\n{pipe.output()}"
+            time.sleep(0.2)
+
+        pids = pipe.pids()
+        run_id = pids["run_id"]
+        assert shm_segments(run_id), "the capture ring should exist while running"
+        took = pipe.stop()
+        assert pipe.proc.returncode == 0, pipe.output()
+        assert took < 5.0, f"shutdown took {took:.1f} s"
+        alive = [name for name, pid in pids.items() if isinstance(pid, int) and name != "supervisor"
+                 and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"orphans after shutdown: {alive}"
+        assert shm_segments(run_id) == [], "shared memory leaked"
