@@ -262,3 +262,28 @@ def test_cleanup_stale_removes_only_dead_writers_rings(name: str) -> None:
         removed = cleanup_stale()
         assert name in removed and other not in removed
         assert ring_segments(name) == [] and len(ring_segments(other)) == 2
+
+
+def test_generations_keep_increasing_for_a_reader_across_writers(name: str) -> None:
+    first = RingWriter(name)
+    reader = RingReader(name)
+    first.write(frame(0))
+    assert reader.latest(1).generation == 1
+    first.close()  # a clean stop removes the segments; the next writer counts from 1 again
+    with RingWriter(name) as second:
+        second.write(frame(0, 64, 48))
+        got = reader.latest(3)
+        assert got is not None and got.frame.width == 64
+        assert got.generation == 2, "a reader that follows a new writer must see a new generation"
+    reader.close()
+
+
+def test_half_created_header_is_left_to_its_creator_then_reclaimed(name: str) -> None:
+    from rtseg.ring.layout import header_segment, open_segment
+
+    shm = open_segment(header_segment(name), 4096)  # a header whose writer has not finished it
+    shm.close()
+    with pytest.raises(RingError, match="being created by another process right now"):
+        RingWriter(name)
+    assert cleanup_stale(min_age_s=60) == [] and len(ring_segments(name)) == 1
+    assert name in cleanup_stale(min_age_s=0)

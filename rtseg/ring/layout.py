@@ -57,7 +57,7 @@ class RingFrame:
     frame: Frame  # a private copy, safe to keep
     seq: int  # 0, 1, 2, ... per writer
     missed: int  # frames skipped since the one this reader returned before
-    generation: int  # changes with the resolution (and with a new writer)
+    generation: int  # increases with each resolution change and each new writer this reader follows
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class SourceState:
     width: int
     height: int
     fps: float
-    generation: int
+    generation: int  # the writer's own count (RingFrame.generation may be offset, see there)
 
 
 def header_segment(name: str) -> str:

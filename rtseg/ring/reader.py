@@ -49,6 +49,7 @@ class RingReader:
         self._data: SharedMemory | None = None
         self._pixels: np.ndarray | None = None
         self._pixels_gen = -1
+        self._gen_offset = self._last_gen = 0
         self.dropped = 0  # frames this reader never got, over its life
         deadline = time.monotonic() + wait_s
         while True:
@@ -82,6 +83,7 @@ class RingReader:
         self._slots = int(header.f[F.SLOTS])
         self._source_id = header.text(SOURCE_ID_OFF, SOURCE_ID_BYTES)
         self._last_seq = -1
+        self._rebase_generation = True  # a new writer counts generations from its own start
 
     # -- pixels -------------------------------------------------------------------------
 
@@ -124,8 +126,12 @@ class RingReader:
         missed = seq - self._last_seq - 1 if self._last_seq >= 0 else 0
         self.dropped += missed
         self._last_seq = seq
+        if self._rebase_generation:  # keep generations increasing across writers, for this reader
+            self._gen_offset = max(self._gen_offset, self._last_gen + 1 - gen) if self._last_gen else 0
+            self._rebase_generation = False
+        self._last_gen = gen + self._gen_offset
         frame = Frame(image, self._source_id, index, t_mono, t_wall, width, height)
-        return RingFrame(frame=frame, seq=seq, missed=missed, generation=gen)
+        return RingFrame(frame=frame, seq=seq, missed=missed, generation=self._last_gen)
 
     def _give_up_on(self, newest: int) -> None:
         """Frames up to newest can no longer be read (ring closed, generation gone)."""

@@ -15,6 +15,7 @@ from rtseg.ring.layout import (
     MAGIC,
     MESSAGE_BYTES,
     MESSAGE_OFF,
+    SHM_DIR,
     SLOT_FIELDS,
     SLOTS_OFF,
     SOURCE_ID_BYTES,
@@ -49,7 +50,11 @@ class RingWriter:
         self._seg = header_segment(name)
         generation = self._reclaim_stale()
         size = SLOTS_OFF + slots * SLOT_FIELDS * 8
-        self._h = Header(open_segment(self._seg, size))
+        try:
+            self._h = Header(open_segment(self._seg, size))
+        except FileExistsError:
+            raise RingError(f"another writer created ring {name!r} just now; run one capture "
+                            "process per ring name") from None
         f = self._h.f
         f[:] = 0
         f[F.VERSION], f[F.SLOTS], f[F.UID] = VERSION, slots, secrets.randbits(62)
@@ -73,12 +78,15 @@ class RingWriter:
         except FileNotFoundError:
             return 1
         except (ValueError, RingError):  # empty or foreign segment of our name
+            self._refuse_if_young()
             unlink_ring(self.name)
             return 1
         f = old.f
         pid, gen, valid = int(f[F.PID]), int(f[F.GENERATION]), int(f[F.MAGIC]) == MAGIC
         alive = valid and not f[F.CLOSED] and process_alive(pid, int(f[F.PID_START_MS]))
         old.drop()
+        if not valid:
+            self._refuse_if_young()
         if alive:
             raise RingError(
                 f"ring {self.name!r} already has a live writer (pid {pid}); stop that capture "
@@ -87,6 +95,16 @@ class RingWriter:
         unlink_ring(self.name)
         log.warning("reclaimed ring %r left behind by pid %d", self.name, pid)
         return gen + 1 if valid else 1
+
+    def _refuse_if_young(self, min_age_s: float = 5.0) -> None:
+        """A header that is not complete yet may be another writer starting right now."""
+        try:
+            age = time.time() - (SHM_DIR / self._seg).stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age < min_age_s:
+            raise RingError(f"ring {self.name!r} is being created by another process right now; "
+                            "run one capture process per ring name")
 
     def _new_generation(self, width: int, height: int) -> None:
         self._gen += 1
