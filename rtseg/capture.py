@@ -159,14 +159,20 @@ def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_qu
     return reader.final
 
 
-def _capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any, log_queue: Any) -> None:
+def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any = None,
+                 log_queue: Any = None) -> None:
+    """Entry point of a spawned capture process: SIGTERM stops it cleanly, log records go to
+    log_queue (one listener for all processes) when given; exits 0 (stopped, ended) or 2 (failed)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # run the finally blocks: close and remove the ring
     if log_queue is not None:
         root = logging.getLogger()
         root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
-        root.setLevel(logging.DEBUG)
+        root.setLevel(logging.INFO)
     final = run_capture(camera, ring_name, stop_event, status_queue)
     raise SystemExit(EXIT_FAILED if final == "failed" else EXIT_OK)
+
+
+_capture_main = capture_main  # the name the supervisor first used
 
 
 class CaptureProcess:
@@ -181,7 +187,7 @@ class CaptureProcess:
         ctx = ctx or mp.get_context("spawn")
         self.stop_event = ctx.Event()
         self.process = ctx.Process(
-            target=_capture_main,
+            target=capture_main,
             args=(camera, self.ring_name, self.stop_event, status_queue, log_queue),
             name=f"capture-{camera.id}",
             daemon=True,

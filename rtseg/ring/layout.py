@@ -24,7 +24,7 @@ MAGIC, VERSION = 0x52_54_53_45_47_52_4E_47, 1  # b"RTSEGRNG"
 STATUSES = ("starting", "connected", "lost", "reconnecting", "ended", "stopped", "failed")
 SHM_DIR = Path("/dev/shm")
 PREFIX = "rtseg."
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 # header: 32 int64 fields (F), a futex word, the source id, the status message, then per slot
 # 8 int64 fields (S)
@@ -79,7 +79,7 @@ class SourceState:
 
 def header_segment(name: str) -> str:
     if not _NAME.match(name):
-        raise RingError(f"ring name {name!r} is not valid: use 1-64 letters, digits, '_' or '-'")
+        raise RingError(f"ring name {name!r} is not valid: use 1-200 letters, digits, '_' or '-'")
     return PREFIX + name
 
 
