@@ -73,7 +73,8 @@ class Pipeline:
         raise AssertionError(f"pipeline not ready in {timeout_s} s:\n{self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.config.parent / "run.log").read_text()[-6000:]
 
     def stop(self, timeout_s: float = 15.0) -> float:
@@ -86,15 +87,15 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return time.monotonic() - t0
 
     def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.stop()
+        self.stop()
         for pid in self.pids().values() if self.state.exists() else ():
             if isinstance(pid, int) and psutil.pid_exists(pid):
                 try:

@@ -16,7 +16,7 @@ import zmq
 from rtseg.client import ControlError, Controller, Subscriber
 from rtseg.protocol import PROTOCOL_VERSION
 from tests.engine_helpers import write_test_checkpoint
-from tests.pipeline_helpers import Pipeline, write_config
+from tests.pipeline_helpers import Pipeline, free_port, write_config
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,29 @@ def test_killed_segmenter_is_restarted_with_its_objects_and_shutdown_is_clean(tm
                  and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"orphans after shutdown: {alive}"
         assert shm_segments(run_id) == [], "shared memory leaked"
+
+
+def test_hung_segmenter_is_killed_and_restarted(tmp_path, checkpoint):
+    cfg = write_config(tmp_path, checkpoint, policy="latest", extra={"supervisor": {"heartbeat_timeout_s": 3}})
+    with Pipeline(cfg) as pipe:
+        pipe.wait_ready()
+        old = pipe.pids()["segmenter"]
+        os.kill(old, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+        deadline = time.monotonic() + 60
+        while pipe.pids().get("segmenter") == old:
+            assert time.monotonic() < deadline, f"hung segmenter not replaced:\n{pipe.output()}"
+            time.sleep(0.2)
+        assert "segmenter stopped beating" in pipe.output()
+        assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+        pipe.wait_ready()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    cfg = write_config(tmp_path, tmp_path / "nowhere" / "sam2.1_hiera_tiny.pt")
+    port = free_port()  # nothing listens there: the download fails at once
+    monkeypatch.setenv("RTSEG_CHECKPOINT_BASE_URL", f"http://127.0.0.1:{port}/")
+    with Pipeline(cfg) as pipe:
+        assert pipe.proc.wait(60) != 0
+        out = pipe.output()
+    assert "nowhere/sam2.1_hiera_tiny.pt is missing" in out
+    assert "rtseg download sam2.1_hiera_t" in out and "--weights random" in out
