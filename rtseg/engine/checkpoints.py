@@ -46,7 +46,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "expected a file saved as {'model': state_dict}"
         ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        found = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        if isinstance(ckpt, dict):  # keys of any type: sorting them as they are may raise TypeError
+            keys = sorted(map(repr, ckpt))
+            found = f"a dict with keys {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" if keys else "an empty dict"
+        else:
+            found = f"a {type(ckpt).__name__}"
         raise CheckpointError(
             f"{path} is not a SAM 2 checkpoint: expected {{'model': state_dict}}, found {found}"
         )
