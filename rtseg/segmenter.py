@@ -247,7 +247,7 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
     from rtseg.engine.models import model_spec
 
     device = resolve_device(cfg.model.device)
-    model = build_sam2_video_model(model_spec(cfg.model.name), Path(checkpoint) if checkpoint else None,
+    model = build_sam2_video_model(model_spec(cfg.model.name), None if checkpoint is None else Path(checkpoint),
                                    device, cfg.model.image_size)
     preds = {
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,

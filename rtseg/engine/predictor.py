@@ -81,7 +81,7 @@ class StreamingPredictor:
         """Build from a model name (sam2.1_hiera_{t,s,b+,l}, sam2_hiera_*); checkpoint=None: random weights."""
         spec = model_spec(model)
         dev = resolve_device(device)
-        sam = build_sam2_video_model(spec, Path(checkpoint) if checkpoint else None, dev, image_size)
+        sam = build_sam2_video_model(spec, None if checkpoint is None else Path(checkpoint), dev, image_size)
         return cls(sam, max_corrections=max_corrections, history=history)
 
     # ----------------------------------------------------------------- state
