@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any, Collection, Protocol
 import numpy as np
 import zmq
 
-from rtseg.protocol import PROTOCOL_VERSION, PromptEvent, RLEError, decode_rle, encode_rle, packb, unpackb
+from rtseg.protocol import (
+    PROTOCOL_VERSION,
+    PromptEvent,
+    RLEError,
+    StatusMessage,
+    decode_rle,
+    encode_rle,
+    packb,
+    unpackb,
+)
 
 if TYPE_CHECKING:
     from rtseg.config import NetworkConfig
@@ -32,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["ControlHandler", "ControlServer", "ErrorCode", "RequestError", "ValidatedRequest",
-           "prompt_reply", "error_reply", "validate_request", "REQUEST_TYPES"]
+           "prompt_reply", "status_reply", "error_reply", "validate_request", "REQUEST_TYPES"]
 
 
 REQUEST_TYPES = ("add_points", "add_box", "add_mask", "remove", "reset", "list", "status")
@@ -255,7 +264,8 @@ def _mask(rle: Any, camera: str, hw: tuple[int, int]) -> tuple[np.ndarray, dict[
 class ControlHandler(Protocol):
     """What the segmenter implements. Validation calls the first three; `handle` only ever
     gets a ValidatedRequest. Raise RequestError(code, message, field=...) to refuse a request
-    (e.g. ErrorCode.NOT_READY); any other exception becomes a `handler_error` reply."""
+    (ErrorCode.NOT_READY; ErrorCode.INVALID_VALUE for an engine PromptError such as a prompt
+    before the object's first frame); any other exception becomes a `handler_error` reply."""
 
     def cameras(self) -> Collection[str]:
         """The camera ids this segmenter serves."""
@@ -283,6 +293,11 @@ def prompt_reply(*, frame_index: int, requested_frame_index: int | None, obj_ids
     if obj is not None:
         reply["object"] = obj
     return reply
+
+
+def status_reply(status: StatusMessage) -> dict[str, Any]:
+    """The reply fields of a `status` request: the same fields as the status topic's body."""
+    return status._body()[0]
 
 
 def error_reply(err: RequestError, request_type: Any = None, request_id: Any = None) -> dict[str, Any]:
@@ -390,7 +405,8 @@ class ControlServer:
                 fields = self.handler.handle(request)
                 if not isinstance(fields, dict):
                     raise TypeError(f"handler returned {type(fields).__name__}, not a dict")
-            reply = {**fields, "v": PROTOCOL_VERSION, "ok": True, "type": request.type, "id": request.request_id}
+            reply: dict[str, Any] = {"v": PROTOCOL_VERSION, "ok": True, "type": request.type, "id": request.request_id}
+            reply.update((k, v) for k, v in fields.items() if k not in reply)
             if request.type in MUTATING_TYPES:
                 reply.setdefault("camera", request.camera)
                 if request.obj_id is not None:

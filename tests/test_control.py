@@ -21,8 +21,9 @@ from rtseg.control import (
     RequestError,
     ValidatedRequest,
     prompt_reply,
+    status_reply,
 )
-from rtseg.protocol import PROTOCOL_VERSION, encode_rle
+from rtseg.protocol import PROTOCOL_VERSION, CameraStatus, StatusMessage, encode_rle
 
 H, W = 48, 64
 LATEST, OLDEST_HELD = 100, 95
@@ -95,7 +96,9 @@ class FakeHandler:
             removed = sorted(self.objects[req.camera])
             self.objects[req.camera].clear()
             return {"removed": removed, "obj_ids": []}
-        return {"cameras": {c: {"fps": 30.0, "obj_ids": sorted(o)} for c, o in self.objects.items()}}
+        return status_reply(StatusMessage(
+            cameras={c: CameraStatus(fps=30.0, obj_ids=tuple(sorted(o))) for c, o in self.objects.items()},
+            device="cpu"))
 
 
 @pytest.fixture
@@ -189,7 +192,7 @@ def test_every_request_type_round_trip(served):
     assert mask["obj_ids"] == [1, 2, 3]
     assert listed["cameras"] == {"cam": {"obj_ids": [1, 2, 3], "frame_size": [H, W]},
                                  "cam2": {"obj_ids": [], "frame_size": [20, 30]}}
-    assert status["cameras"]["cam"]["fps"] == 30.0
+    assert status["cameras"]["cam"]["fps"] == 30.0 and status["device"] == "cpu" and status["gpu_memory"] is None
     assert removed["obj_ids"] == [1, 3] and reset["removed"] == [1, 3]
     assert [c.type for c in handler.calls] == ["add_points", "add_box", "add_mask", "status", "remove", "reset"]
     assert handler.invalid == []
