@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Any
 
+import cv2
+
 from rtseg.config import CameraConfig, ReconnectConfig
 from rtseg.ring import RingWriter, remove_if_stale
 from rtseg.sources import SourceError, open_source, redact_url, scrub
@@ -164,6 +166,9 @@ def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_q
     """Entry point of a spawned capture process: SIGTERM stops it cleanly, log records go to
     log_queue (one listener for all processes) when given; exits 0 (stopped, ended) or 2 (failed)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # run the finally blocks: close and remove the ring
+    # OpenCV's own "[ WARN] ... can't be used to capture by name" lines add nothing to our
+    # SourceError messages; FFmpeg's error lines (no credentials in them) stay.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if log_queue is not None:
         root = logging.getLogger()
         root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
