@@ -287,3 +287,12 @@ def test_half_created_header_is_left_to_its_creator_then_reclaimed(name: str) ->
         RingWriter(name)
     assert cleanup_stale(min_age_s=60) == [] and len(ring_segments(name)) == 1
     assert name in cleanup_stale(min_age_s=0)
+
+
+def test_bench_ring_tool_runs() -> None:
+    out = subprocess.run([sys.executable, "-W", "error", "tools/bench_ring.py", "--sizes", "64x48", "--readers", "2",
+                          "--seconds", "0.3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.strip().splitlines()[-1].split()
+    assert row[0] == "64x48" and row[1] == "2" and out.stderr == ""
+    assert ring_segments() == [] or all("bench" not in s for s in ring_segments())
