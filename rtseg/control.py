@@ -319,6 +319,9 @@ class ControlServer:
         self.publisher = publisher
         self.max_batch = max_batch
         self.stats: Counter[str] = Counter()  # "requests", "ok", and one count per error code
+        if curve is not None and context is not None and context is not curve.context:
+            raise ValueError("the control socket must live in the CurveServer's context (its ZAP authenticator "
+                             "serves that context only): pass context=None or curve.context")
         ctx = curve.context if curve is not None else (context or zmq.Context.instance())
         self._socket = ctx.socket(zmq.ROUTER)
         self._socket.linger = 0

@@ -57,6 +57,9 @@ class Publisher:
         self.frame_limiter = FrameRateLimiter(frame_fps) if frame_fps else None
         self._seq: Counter[bytes] = Counter()
         self._stats: Counter[str] = Counter()
+        if curve is not None and context is not None and context is not curve.context:
+            raise ValueError("the publisher must live in the CurveServer's context (its ZAP authenticator "
+                             "serves that context only): pass context=None or curve.context")
         ctx = curve.context if curve is not None else (context or zmq.Context.instance())
         self._socket = ctx.socket(zmq.PUB)
         self._socket.sndhwm = hwm

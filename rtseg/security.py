@@ -64,10 +64,15 @@ class CurveServer:
         self.public_key, secret = load_key_pair(secret_key_file, need_secret=True)
         self._secret_key: bytes = secret  # type: ignore[assignment]
         self.authorized_clients = Path(authorized_clients)
+        authorized_keys(self.authorized_clients)  # fail before any thread starts
         self.context = context or zmq.Context.instance()
         self._auth = ThreadAuthenticator(self.context, log=logging.getLogger("rtseg.security.zap"))
         self._auth.start()
-        self.reload()
+        try:
+            self.reload()
+        except BaseException:
+            self._auth.stop()
+            raise
 
     @classmethod
     def from_config(cls, security: SecurityConfig, context: zmq.Context | None = None) -> CurveServer | None:

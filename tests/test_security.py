@@ -11,10 +11,12 @@ from typing import Iterator
 
 import pytest
 import zmq
+from zmq.auth.thread import AuthenticationThread
 
 from rtseg.cli import main as rtseg_main
 from rtseg.client import Controller, ControlTimeout, Masks, Subscriber
 from rtseg.config import SecurityConfig
+from rtseg.control import ControlServer
 from rtseg.publisher import Publisher
 from rtseg.security import CurveClient, CurveKeyError, CurveServer, create_key_pair
 from tests.test_control import FakeHandler, serving
@@ -109,6 +111,16 @@ def test_only_authorized_clients_subscribe_and_prompt(ctx, keys):
             publishing.close()
 
 
+def test_sockets_must_share_the_authenticators_context(ctx, keys):
+    other = zmq.Context()
+    with CurveServer(keys["server_secret"], keys["authorized"], ctx) as curve:
+        with pytest.raises(ValueError, match="CurveServer's context"):
+            Publisher("tcp://127.0.0.1:*", curve=curve, context=other)
+        with pytest.raises(ValueError, match="CurveServer's context"):
+            ControlServer("tcp://127.0.0.1:*", FakeHandler(), curve=curve, context=other)
+    other.term()
+
+
 def test_curve_server_from_config(ctx, keys):
     assert CurveServer.from_config(SecurityConfig(), ctx) is None
     cfg = SecurityConfig(curve=True, server_secret_key=keys["server_secret"], authorized_clients=keys["authorized"])
@@ -125,7 +137,8 @@ def test_key_errors_say_what_to_do(ctx, keys, tmp_path, caplog):
     with pytest.raises(CurveKeyError, match="not a zmq certificate"):
         CurveClient.from_files(tmp_path / "junk.key_secret", keys["server_public"])
     with pytest.raises(CurveKeyError, match="authorized clients folder .* does not exist"):
-        CurveServer(keys["server_secret"], tmp_path / "nowhere", ctx).stop()
+        CurveServer(keys["server_secret"], tmp_path / "nowhere", ctx)
+    assert not [t for t in threading.enumerate() if isinstance(t, AuthenticationThread)]  # none left running
     keys["ok_secret"].chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="rtseg.security"):
         CurveClient.from_files(keys["ok_secret"], keys["server_public"])
