@@ -402,6 +402,9 @@ class ControlServer:
                 raise RequestError(ErrorCode.BAD_REQUEST, f"a request is one msgpack frame; got {len(body)} frames")
             request = validate_request(body[0], self.handler, self.max_request_bytes)
             request_type, request_id = request.type, request.request_id
+            before: list[int] = []
+            if request.type == "reset":
+                before = sorted(int(i) for i in self.handler.known_objects(request.camera))  # type: ignore[arg-type]
             if request.type == "list":
                 fields = self._list(request.camera)
             else:
@@ -410,10 +413,14 @@ class ControlServer:
                     raise TypeError(f"handler returned {type(fields).__name__}, not a dict")
             reply: dict[str, Any] = {"v": PROTOCOL_VERSION, "ok": True, "type": request.type, "id": request.request_id}
             reply.update((k, v) for k, v in fields.items() if k not in reply)
-            if request.type in MUTATING_TYPES:
+            if request.type in MUTATING_TYPES:  # the documented fields, whatever the handler returned
                 reply.setdefault("camera", request.camera)
                 if request.obj_id is not None:
                     reply.setdefault("obj_id", request.obj_id)
+                if "obj_ids" not in reply:
+                    reply["obj_ids"] = sorted(int(i) for i in self.handler.known_objects(request.camera))  # type: ignore[arg-type]
+                if request.type == "reset":
+                    reply.setdefault("removed", before)
                 self._publish_event(request, reply)
             return reply
         except RequestError as e:

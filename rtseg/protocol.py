@@ -341,7 +341,7 @@ class StatusMessage:
 
     TYPE: ClassVar[str] = STATUS
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
-    gpu_memory: dict[str, int] | None = None  # allocated/reserved/max_allocated/total bytes; None on CPU
+    gpu_memory: dict[str, int] | None = None  # byte counters: allocated_bytes, reserved_bytes, peak_bytes; None on CPU
     publisher: dict[str, int] = field(default_factory=dict)  # Publisher.stats()
     device: str = ""
     uptime_s: float = 0.0

@@ -374,6 +374,18 @@ def test_handler_failure_becomes_an_error_reply(served, failure, code, text, cap
     assert client.send(request("status"))["ok"]
 
 
+def test_server_fills_the_documented_reply_fields(served):
+    handler, client, _ = served
+    real = handler.handle
+    handler.handle = lambda req: real(req) and {}  # type: ignore[method-assign]  # a terse handler
+    assert client.send(request("add_box", camera="cam", obj_id=4, box=[1, 1, 9, 9]))["obj_ids"] == [4]
+    assert client.send(request("add_box", camera="cam", obj_id=6, box=[1, 1, 9, 9]))["obj_ids"] == [4, 6]
+    removed = client.send(request("remove", camera="cam", obj_id=4))
+    assert (removed["camera"], removed["obj_id"], removed["obj_ids"]) == ("cam", 4, [6])
+    reset = client.send(request("reset", camera="cam"))
+    assert (reset["removed"], reset["obj_ids"]) == ([6], [])
+
+
 def test_unserializable_handler_reply_is_an_error(served):
     handler, client, _ = served
     handler.handle = lambda req: {"thing": object()}  # type: ignore[method-assign]
