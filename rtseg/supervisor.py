@@ -76,13 +76,13 @@ class Supervisor:
         return {c.id: ring_name_for(self.run_id, c.id) for c in self.cfg.cameras}
 
     def _plan(self) -> list[Child]:
-        from rtseg.capture import _capture_main
+        from rtseg.capture import capture_main
         from rtseg.segmenter import segmenter_main
 
         children = []
         for cam in self.cfg.cameras:
             ring = ring_name_for(self.run_id, cam.id)
-            children.append(Child(f"capture-{cam.id}", _capture_main,
+            children.append(Child(f"capture-{cam.id}", capture_main,
                                   (cam, ring, self.stop_event, None, self.log_queue), ring_name=ring))
         hb = self.ctx.Value("d", 0.0, lock=False)
         children.append(Child("segmenter", segmenter_main,

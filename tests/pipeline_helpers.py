@@ -23,9 +23,9 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, checkpoint: Path | None, *, source: str = "synthetic://160x120@8?objects=2&seed=1",
-                 policy: str = "every", extra: dict | None = None) -> Path:
+                 policy: str = "every", extra: dict | None = None, cameras: list[dict] | None = None) -> Path:
     cfg = {
-        "cameras": [{"id": "cam", "source": source, "ring_slots": 32}],
+        "cameras": cameras or [{"id": "cam", "source": source, "ring_slots": 32}],
         "model": {"name": "sam2.1_hiera_t", "image_size": 128,
                   **({"checkpoint": str(checkpoint)} if checkpoint else {"weights": "random"})},
         "segmenter": {"frame_policy": policy, "recent_frames": 8},
@@ -65,7 +65,7 @@ class Pipeline:
             assert self.proc.poll() is None, f"rtseg run exited early:\n{self.output()}"
             try:
                 with Controller(self.control, timeout=2.0) as ctl:
-                    if ctl.list()["cameras"]["cam"]["frame_size"] is not None:
+                    if all(c["frame_size"] is not None for c in ctl.list()["cameras"].values()):
                         return
             except ControlTimeout:
                 pass

@@ -156,3 +156,20 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
         out = pipe.output()
     assert "nowhere/sam2.1_hiera_tiny.pt is missing" in out
     assert "rtseg download sam2.1_hiera_t" in out and "--weights random" in out
+
+
+def test_two_cameras_share_one_segmenter(tmp_path, checkpoint):
+    cams = [{"id": "left", "source": "synthetic://160x120@6?objects=2&seed=1"},
+            {"id": "right", "source": "synthetic://128x96@6?objects=1&seed=2"}]
+    with Pipeline(write_config(tmp_path, checkpoint, policy="latest", cameras=cams)) as pipe, \
+            Subscriber(pipe.pub) as sub:
+        pipe.wait_ready()
+        with Controller(pipe.control, timeout=20) as ctl:
+            ctl.add_points("left", 1, [[40, 40]], [1])
+            ctl.add_box("right", 7, [10, 10, 60, 60])
+            listed = ctl.list()["cameras"]
+        assert listed == {"left": {"obj_ids": [1], "frame_size": [120, 160]},
+                          "right": {"obj_ids": [7], "frame_size": [96, 128]}}
+        left = next_masks(sub, want=lambda m: m.camera == "left" and m.obj_ids == [1])
+        right = next_masks(sub, want=lambda m: m.camera == "right" and m.obj_ids == [7])
+        assert left.masks.shape == (1, 120, 160) and right.masks.shape == (1, 96, 128)
