@@ -255,9 +255,12 @@ class Controller:
             raise ControlTimeout(f"no reply to {request_type} from {self.endpoint} within {self.timeout} s: is "
                                  f"the segmenter running there (and are the CURVE keys accepted)? "
                                  f"The request may still be applied.")
-        reply = unpackb(self._socket.recv())
+        try:
+            reply = unpackb(self._socket.recv())
+        except Exception as e:
+            reply = f"undecodable reply ({e})"
         if not isinstance(reply, dict):
-            raise ControlError({"type": request_type, "error": {"code": "bad_reply", "message": repr(reply)}})
+            raise ControlError({"type": request_type, "error": {"code": "bad_reply", "message": f"{reply!r:.200}"}})
         if not reply.get("ok"):
             raise ControlError(reply)
         return reply

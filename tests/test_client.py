@@ -261,3 +261,21 @@ def test_prompt_cli_timeout_and_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         rtseg_main(["prompt", "points", "1,1", "--labels", "3", "--obj", "1"])
     assert "labels are 1" in capsys.readouterr().err
+
+
+def test_controller_reports_a_garbage_reply(ctx):
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def answer_garbage() -> None:
+        if router.poll(5000):
+            identity, empty, _ = router.recv_multipart()
+            router.send_multipart([identity, empty, b"\xc1 not msgpack"])
+
+    thread = threading.Thread(target=answer_garbage)
+    thread.start()
+    with Controller(f"tcp://127.0.0.1:{port}", context=ctx) as ctl:
+        with pytest.raises(ControlError, match=r"\[bad_reply\].*undecodable"):
+            ctl.status()
+    thread.join()
+    router.close()
