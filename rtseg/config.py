@@ -103,7 +103,8 @@ class RecorderConfig(StrictModel):
     segment_seconds: float = Field(default=60.0, gt=0)
     retention_gb: float | None = Field(default=None, gt=0)
     retention_hours: float | None = Field(default=None, gt=0)
-    video: Literal["none", "raw", "overlay"] = "none"
+    video: Literal["none", "raw", "overlay"] = "none"  # MP4 per segment from the frame topic
+    fsync_interval_s: float = Field(default=1.0, ge=0)  # power loss loses at most this much; 0: every record
 
 
 class SupervisorConfig(StrictModel):
