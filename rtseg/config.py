@@ -82,6 +82,9 @@ class SecurityConfig(StrictModel):
     curve: bool = False
     server_secret_key: Path | None = None  # a zmq.auth .key_secret file
     authorized_clients: Path | None = None  # folder of client .key files
+    # the key pair the pipeline's own recorder/viewer use as CURVE clients (its public .key
+    # must be in authorized_clients); None: they cannot subscribe while curve is on
+    client_secret_key: Path | None = None
 
     @model_validator(mode="after")
     def _keys_when_curve(self) -> SecurityConfig:

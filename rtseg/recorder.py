@@ -214,7 +214,14 @@ def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_queue: Any) 
     def beat() -> None:
         heartbeat.value = time.time()
 
-    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps)
+    from rtseg.security import CurveKeyError, pipeline_client
+
+    try:
+        curve = pipeline_client(cfg.security)
+    except CurveKeyError as e:
+        log.error("recorder cannot subscribe: %s", e)
+        raise SystemExit(EXIT_FATAL) from None
+    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve)
     code = recorder.run(stop_event.is_set, beat)
     if code:
         raise SystemExit(code)

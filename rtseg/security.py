@@ -147,3 +147,15 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
     return public, secret
+
+
+def pipeline_client(security: SecurityConfig) -> CurveClient | None:
+    """The CURVE client identity of the pipeline's own subscribers (recorder, viewer): None when
+    CURVE is off. With CURVE on and no `security.client_secret_key`, CurveKeyError says what to set."""
+    if not security.curve:
+        return None
+    if security.client_secret_key is None:
+        raise CurveKeyError("security.curve is on but security.client_secret_key is not set: the pipeline's "
+                            "recorder/viewer need a client key pair (`rtseg keys DIR --name pipeline`; copy "
+                            "its public .key into authorized_clients)")
+    return CurveClient.from_files(security.client_secret_key, security.server_secret_key)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import Config
-from rtseg.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply
+from rtseg.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.prompt_log import PromptLog
 from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
@@ -174,7 +174,7 @@ class Segmenter:
             if request.type == "reset":
                 return self.reset(request.camera)
             if request.type == "status":
-                return self.status_message()._body()[0]
+                return status_reply(self.status_message())
         except PromptError as e:
             raise RequestError(ErrorCode.INVALID_VALUE, str(e)) from None
         raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unsupported request type {request.type!r}")

@@ -50,6 +50,7 @@ class Child:
     target: Callable[..., Any]
     args: tuple
     restartable: bool = True
+    essential: bool = True  # when an optional child (recorder, viewer) cannot run, the rest goes on
     heartbeat: Any = None  # mp.Value('d'): time.time() of the last beat, 0 before the first
     ring_name: str | None = None  # capture children beat through their ring's header
     process: Any = None
@@ -92,13 +93,14 @@ class Supervisor:
             from rtseg.recorder import recorder_main
 
             hb = self.ctx.Value("d", 0.0, lock=False)
-            children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.log_queue), heartbeat=hb))
+            children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.log_queue),
+                                  heartbeat=hb, essential=False))
         if self.cfg.viewer.enabled and not self.headless:
             from rtseg.display import viewer_main
 
             hb = self.ctx.Value("d", 0.0, lock=False)
             children.append(Child("viewer", viewer_main, (self.cfg, self.ring_names(), self.stop_event, hb, self.log_queue),
-                                  heartbeat=hb, restartable=False))
+                                  heartbeat=hb, restartable=False, essential=False))
         return children
 
     # ------------------------------------------------------------- running
@@ -141,10 +143,7 @@ class Supervisor:
         while child.restarts and now - child.restarts[0] > window:
             child.restarts.popleft()
         if not child.restartable or len(child.restarts) >= self.cfg.supervisor.restart_budget:
-            log.error("%s %s; restart budget used up (%d in %.0f s): stopping the pipeline",
-                      child.name, why, len(child.restarts), window)
-            self.exit_code = 1
-            self._stopping.set()
+            self._give_up(child, f"{why}; restart budget used up ({len(child.restarts)} in {window:.0f} s)")
             return
         child.restarts.append(now)
         log.warning("%s %s; restarting (%d/%d in %.0f s)", child.name, why, len(child.restarts),
@@ -155,17 +154,26 @@ class Supervisor:
             unlink_ring(child.ring_name)
         self._start(child)
 
+    def _give_up(self, child: Child, why: str) -> None:
+        """An essential child that cannot run stops the pipeline; an optional one is left off."""
+        if child.essential:
+            log.error("%s %s: stopping the pipeline", child.name, why)
+            self.exit_code = 1
+            self._stopping.set()
+        else:
+            log.error("%s %s: left off, the rest of the pipeline goes on", child.name, why)
+            self.children.remove(child)
+            self._write_pids()
+
     def _watch_once(self) -> None:
         timeout = self.cfg.supervisor.heartbeat_timeout_s
-        for child in self.children:
+        for child in list(self.children):
             proc = child.process
             if not proc.is_alive():
                 code = proc.exitcode
                 if code == EXIT_FATAL:
-                    log.error("%s cannot run (exit %d): stopping the pipeline; see its error above", child.name, code)
-                    self.exit_code = 1
-                    self._stopping.set()
-                    return
+                    self._give_up(child, f"cannot run (exit {code}; see its error above)")
+                    continue
                 if code == EXIT_OK and child.name == "viewer":
                     log.info("viewer closed: stopping the pipeline")
                     self._stopping.set()

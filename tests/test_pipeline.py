@@ -181,3 +181,21 @@ def test_two_cameras_share_one_segmenter(tmp_path, checkpoint):
         left = next_masks(sub, want=lambda m: m.camera == "left" and m.obj_ids == [1])
         right = next_masks(sub, want=lambda m: m.camera == "right" and m.obj_ids == [7])
         assert left.masks.shape == (1, 120, 160) and right.masks.shape == (1, 96, 128)
+
+
+def test_a_recorder_that_cannot_write_never_stops_the_segmenter(tmp_path, checkpoint):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the recording folder should be")
+    cfg = write_config(tmp_path, checkpoint, policy="latest",
+                       extra={"recorder": {"enabled": True, "directory": str(blocker / "rec")}})
+    with Pipeline(cfg) as pipe, Subscriber(pipe.pub) as sub:
+        pipe.wait_ready()
+        deadline = time.monotonic() + 60
+        while "recorder cannot run" not in pipe.output():
+            assert time.monotonic() < deadline, f"recorder failure not reported:\n{pipe.output()}"
+            time.sleep(0.3)
+        assert "left off, the rest of the pipeline goes on" in pipe.output()
+        with Controller(pipe.control, timeout=20) as ctl:
+            ctl.add_points("cam", 1, [[40, 40]], [1])
+        next_masks(sub, want=lambda m: m.obj_ids == [1])
+        assert pipe.proc.poll() is None and "recorder" not in pipe.pids()
