@@ -249,6 +249,9 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
     device = resolve_device(cfg.model.device)
     model = build_sam2_video_model(model_spec(cfg.model.name), None if checkpoint is None else Path(checkpoint),
                                    device, cfg.model.image_size)
+    if device.type == "cpu" and model.image_size > 512:
+        log.warning("SAM 2 at image_size %d on the CPU takes seconds per frame; for a quick look set "
+                    "model.image_size: 256 (configs/demo-cpu.yaml), for real use run on a GPU", model.image_size)
     preds = {
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
                                    history=cfg.segmenter.recent_frames)
