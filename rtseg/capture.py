@@ -117,6 +117,10 @@ class _ReaderThread(threading.Thread):
                             return
                         self.writer.write(frame)
                 except SourceError as e:
+                    if not source.live:  # a bad image in a folder: reopening would start over
+                        self.final = "failed"
+                        self.report("failed", message=str(e))
+                        return
                     self.report("lost", message=str(e))
                     attempt += 1
                     if not self._wait_before(attempt, str(e)):

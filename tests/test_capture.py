@@ -90,6 +90,22 @@ def test_corrupt_file_fails_clearly_and_exits(ring: str, tmp_path: Path) -> None
         assert proc.exitcode == 2
 
 
+def test_bad_image_in_a_folder_fails_instead_of_starting_over(ring: str, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 8, 3), 50 * i, np.uint8))
+    (tmp_path / "f3.png").write_bytes(b"not a png")
+    events = CTX.Queue()
+    with CaptureProcess(camera(f"{tmp_path}?realtime=false"), ring, status_queue=events) as proc:
+        seen: list[dict] = []
+        failed = wait_for(events, lambda e: e["event"] in ("failed", "reconnecting"), 20, seen)
+        assert failed["event"] == "failed" and "cannot decode image" in failed["message"] and "f3.png" in failed["message"]
+        proc.process.join(10)
+        assert proc.exitcode == 2
+
+
 def test_unreachable_camera_retries_then_gives_up_without_leaking_credentials(
         ring: str, capfd: pytest.CaptureFixture[str]) -> None:
     url = f"rtsp://admin:{PASSWORD}@127.0.0.1:{free_port()}/live"
