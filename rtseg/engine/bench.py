@@ -1,0 +1,466 @@
+"""`rtseg bench`: rtseg's StreamingPredictor against sam2's official SAM2VideoPredictor.
+
+Both run in this process, on the same frames (a synthetic clip of moving shapes, written
+once as JPEGs: the official predictor loads that folder, rtseg is fed the same decoded
+images), with the same weights, per model size and object count. Every object is prompted
+with a box at frame 0. Reported per run:
+
+- first mask: from the start to the masks of frame 0. The official predictor must first
+  load the whole clip (`init_state`, also reported on its own); rtseg tracks frame 0 and
+  takes the prompts.
+- per-frame latency of frames 1.. after `--warmup` frames: rtseg's `track()`, the official's
+  time between two yields of `propagate_in_video`. Both include copying the frame's mask
+  logits to the host. FPS is frames over the sum of those latencies.
+- peak memory growth over the loaded models: CUDA `max_memory_allocated`; on the CPU the
+  process RSS sampled every 10 ms (a lower bound on the true peak, and the allocator may
+  reuse memory freed by an earlier run). Not measured with `--interleave`, which alternates
+  the predictors frame by frame so that other load on a shared machine slows both alike.
+- state bytes at the end: rtseg's `state_nbytes()`, and the same tensors (mask memories,
+  mask logits, object pointers, object scores) in the official inference state, which
+  also holds the whole preprocessed clip ("video bytes").
+
+Timings use real checkpoints from --checkpoint-dir when present, else random weights whose
+object-score head says "present" (so both predictors do the work of real objects; the masks
+themselves are meaningless). On CUDA both run under bf16 autocast, as sam2's examples do.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import torch
+
+from rtseg.engine.build import build_sam2_video_model, resolve_device
+from rtseg.engine.models import ModelSpec, model_spec
+from rtseg.engine.predictor import StreamingPredictor
+from rtseg.sources.synthetic import SyntheticScene
+
+log = logging.getLogger(__name__)
+
+STATE_KEYS = ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")  # what state_nbytes counts
+MIB = 1 << 20
+
+
+@dataclasses.dataclass
+class RunResult:
+    model: str
+    objects: int
+    predictor: str  # "rtseg" | "official"
+    device: str
+    image_size: int
+    frames: int
+    warmup: int
+    weights: str
+    first_mask_s: float
+    init_state_s: float | None  # official only
+    latencies_ms: list[float] = dataclasses.field(repr=False)
+    peak_mem_bytes: int | None  # None: not measured (interleaved runs)
+    peak_mem_kind: str
+    state_bytes_after_prompt: int
+    state_bytes: int
+    video_bytes: int  # official: the preprocessed clip init_state holds; rtseg: 0
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def p99_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 99))
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "fps": self.fps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms}
+
+
+# ------------------------------------------------------------------ arguments
+def _source_size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
+        raise argparse.ArgumentTypeError(
+            f"--source-size {text!r}: expected WIDTHxHEIGHT, at least 16x16, e.g. 1280x720")
+    return int(w), int(h)
+
+
+def _object_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--objects {text!r}: expected comma-separated counts >= 1, e.g. 1,4")
+    return counts
+
+
+def _model_names(text: str) -> list[ModelSpec]:
+    try:
+        return [model_spec(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--models {text!r}: {e}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=_model_names, default=[model_spec("sam2.1_hiera_t")],
+                        help="comma-separated model names (default: sam2.1_hiera_t)")
+    parser.add_argument("--objects", type=_object_counts, default=[1, 4], help="object counts (default: 1,4)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: the model's 1024)")
+    parser.add_argument("--frames", type=int, default=20, help="frames per run, including frame 0 (default: 20)")
+    parser.add_argument("--warmup", type=int, default=2, help="tracked frames left out of the statistics (default: 2)")
+    parser.add_argument("--source-size", type=_source_size, default=(1280, 720), help="clip size (default: 1280x720)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
+                        help="official checkpoints here are used when present, else random weights "
+                             "(default: checkpoints)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clip (default: 0)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="alternate the two predictors frame by frame, so that other load on the machine "
+                             "slows both alike (peak memory is then not measured)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every run's numbers here")
+
+
+# ---------------------------------------------------------------- measurement
+class Clock:
+    """perf_counter that first waits for the GPU, so a time covers the work queued before it."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class PeakMemory:
+    """Peak memory growth inside a `with` block: CUDA allocator peak, or sampled process RSS."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.01):
+        self.cuda = device.type == "cuda"
+        self.kind = "cuda max_memory_allocated growth" if self.cuda else "rss growth, sampled every 10 ms"
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._proc = psutil.Process()
+            self._base = self._max = self._proc.memory_info().rss
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._max = max(self._max, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._max, self._proc.memory_info().rss)
+        self.peak_bytes = max(0, peak - self._base)
+
+
+def _official_state_nbytes(state: dict) -> int:
+    """Bytes of the official inference state's per-object memory (the tensors state_nbytes counts)."""
+    seen, total = set(), 0
+    for key in ("output_dict_per_obj", "temp_output_dict_per_obj"):
+        for obj in state[key].values():
+            for outputs in obj.values():
+                for out in outputs.values():
+                    for name in STATE_KEYS:
+                        t = out.get(name)
+                        if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+                            seen.add(t.data_ptr())
+                            total += t.numel() * t.element_size()
+    return total
+
+
+def _host_copy(logits: torch.Tensor) -> np.ndarray:
+    return logits.float().cpu().numpy()
+
+
+# ----------------------------------------------------------------------- clip
+@dataclasses.dataclass
+class Clip:
+    folder: Path  # 0.jpg, 1.jpg, ... as sam2's init_state wants them
+    frames: int
+    boxes: dict[int, list[float]]  # obj_id -> xyxy box at frame 0 (source pixels)
+
+    def frame(self, i: int) -> np.ndarray:
+        return cv2.cvtColor(cv2.imread(str(self.folder / f"{i}.jpg")), cv2.COLOR_BGR2RGB)
+
+    def head(self, n: int, folder: Path) -> Clip:
+        """The first n frames, in a folder of their own (init_state loads a whole folder)."""
+        folder.mkdir()
+        for i in range(n):
+            shutil.copyfile(self.folder / f"{i}.jpg", folder / f"{i}.jpg")
+        return Clip(folder, n, self.boxes)
+
+
+def write_clip(folder: Path, frames: int, size: tuple[int, int], objects: int, seed: int) -> Clip:
+    scene = SyntheticScene(size[0], size[1], objects=objects, seed=seed)
+    boxes = {}
+    for i in range(frames):
+        image, masks = scene.render(i)
+        cv2.imwrite(str(folder / f"{i}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if i == 0:
+            for obj_id, mask in masks.items():
+                ys, xs = np.nonzero(mask)
+                if xs.size == 0:
+                    raise ValueError(f"object {obj_id} of the synthetic clip is hidden at frame 0 (seed {seed}); "
+                                     "pick another --seed")
+                boxes[obj_id] = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+    return Clip(folder, frames, boxes)
+
+
+def write_forced_checkpoint(spec: ModelSpec, path: Path, image_size: int | None, seed: int = 0) -> Path:
+    """Random weights, official format, with the object-score head forced to 'present'."""
+    torch.manual_seed(seed)
+    model = build_sam2_video_model(spec, None, torch.device("cpu"), image_size)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(20.0)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+# ----------------------------------------------------------------------- runs
+class RtsegRun:
+    """rtseg on one clip: `start()` tracks frame 0 and prompts, `step(i)` tracks frame i."""
+
+    name = "rtseg"
+
+    def __init__(self, pred: StreamingPredictor, clip: Clip, objects: int, device: torch.device):
+        self.pred, self.clip, self.objects, self.clock = pred, clip, objects, Clock(device)
+        self.latencies_ms: list[float] = []
+
+    def start(self) -> None:
+        self.pred.reset()
+        start = self.clock()
+        self.pred.track(self.clip.frame(0))
+        for obj_id in range(1, self.objects + 1):
+            self.pred.add_prompt(obj_id, box=self.clip.boxes[obj_id])
+        self.first_mask_s = self.clock() - start
+        self.after_prompt = self.pred.state_nbytes()
+
+    def step(self, i: int) -> None:
+        frame = self.clip.frame(i)  # decoding is not the predictor's work
+        t0 = self.clock()
+        self.pred.track(frame)
+        self.latencies_ms.append(1000 * (self.clock() - t0))
+
+    def finish(self) -> dict:
+        state = self.pred.state_nbytes()
+        self.pred.reset()
+        return dict(first_mask_s=self.first_mask_s, init_state_s=None, latencies_ms=self.latencies_ms,
+                    state_bytes_after_prompt=self.after_prompt, state_bytes=state, video_bytes=0)
+
+
+class OfficialRun:
+    """sam2's SAM2VideoPredictor: `start()` loads the clip, prompts and yields frame 0; `step` the next frame."""
+
+    name = "official"
+
+    def __init__(self, official, clip: Clip, objects: int, device: torch.device):
+        self.official, self.clip, self.objects, self.clock = official, clip, objects, Clock(device)
+        self.latencies_ms: list[float] = []
+
+    def start(self) -> None:
+        start = self.clock()
+        self.state = self.official.init_state(str(self.clip.folder))
+        self.init_state_s = self.clock() - start
+        for obj_id in range(1, self.objects + 1):
+            self.official.add_new_points_or_box(self.state, frame_idx=0, obj_id=obj_id, box=self.clip.boxes[obj_id])
+        self.after_prompt = _official_state_nbytes(self.state)
+        self.frames = self.official.propagate_in_video(self.state)
+        _host_copy(next(self.frames)[2])  # frame 0: the prompted masks, after encoding their memory
+        self.first_mask_s = self.clock() - start
+
+    def step(self, i: int) -> None:
+        t0 = self.clock()
+        frame_idx, _, logits = next(self.frames)
+        _host_copy(logits)
+        self.latencies_ms.append(1000 * (self.clock() - t0))
+        assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
+
+    def finish(self) -> dict:
+        self.frames.close()
+        result = dict(first_mask_s=self.first_mask_s, init_state_s=self.init_state_s, latencies_ms=self.latencies_ms,
+                      state_bytes_after_prompt=self.after_prompt, state_bytes=_official_state_nbytes(self.state),
+                      video_bytes=_tensor_nbytes(self.state["images"]))
+        del self.state, self.frames
+        return result
+
+
+def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> list[dict]:
+    """Run each of `runs` over frames 0..frames-1: one after the other, each with its own peak
+    memory, or interleaved frame by frame (background load then hits both alike; no memory peak)."""
+    if interleave:
+        with _autocast(device):
+            for run in runs:
+                run.start()
+            for i in range(1, frames):
+                for run in runs if i % 2 else runs[::-1]:  # alternate who goes first: no order effect
+                    run.step(i)
+            return [dict(run.finish(), peak_mem_bytes=None, peak_mem_kind="not measured (interleaved)")
+                    for run in runs]
+    results = []
+    for run in runs:
+        with PeakMemory(device) as mem, _autocast(device):
+            run.start()
+            for i in range(1, frames):
+                run.step(i)
+        results.append(dict(run.finish(), peak_mem_bytes=mem.peak_bytes, peak_mem_kind=mem.kind))
+    return results
+
+
+def _tensor_nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.device,
+                ckpt_tmp: Path) -> list[RunResult]:
+    from sam2.build_sam import build_sam2_video_predictor
+
+    ckpt = args.checkpoint_dir / spec.checkpoint_file
+    if ckpt.is_file():
+        weights = str(ckpt)
+    else:
+        log.warning("%s not found: timing %s with random weights (object head forced 'present'); "
+                    "masks are meaningless, the work is the same", ckpt, spec.name)
+        ckpt = write_forced_checkpoint(spec, ckpt_tmp / spec.checkpoint_file, args.image_size)
+        weights = "random (object head forced present)"
+    pred = StreamingPredictor.build(spec.name, checkpoint=ckpt, device=str(device), image_size=args.image_size)
+    overrides = [f"++model.image_size={args.image_size}"] if args.image_size else []
+    official = build_sam2_video_predictor(spec.hydra_config, ckpt_path=str(ckpt), device=str(device),
+                                          hydra_overrides_extra=overrides)
+    official.fill_hole_area = pred.model.fill_hole_area  # same post-processing (off without sam2's CUDA extension)
+
+    def runs(clip_: Clip, objects: int) -> list:
+        return [RtsegRun(pred, clip_, objects, device), OfficialRun(official, clip_, objects, device)]
+
+    # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
+    # selection, allocator growth) that would otherwise count against whichever runs first.
+    measure(runs(warm, 1), warm.frames, device, args.interleave)
+    results = []
+    for n in args.objects:
+        log.info("bench %s, %d object(s), %d frames%s", spec.name, n, clip.frames,
+                 ", interleaved" if args.interleave else "")
+        timed = runs(clip, n)
+        for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave)):
+            numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
+            results.append(RunResult(model=spec.name, objects=n, predictor=run.name, device=str(device),
+                                     image_size=pred.image_size, frames=clip.frames, warmup=args.warmup,
+                                     weights=weights, **numbers))
+            print(format_table(results[-1:], header=False), flush=True)
+    del pred, official
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+# ---------------------------------------------------------------------- output
+COLUMNS = ("model", "obj", "predictor", "init_state s", "first mask s", "FPS", "p50 ms", "p99 ms",
+           "peak mem MiB", "state MiB", "video MiB")
+
+
+def format_table(results: list[RunResult], header: bool = True) -> str:
+    rows = [COLUMNS] if header else []
+    for r in results:
+        rows.append((r.model, str(r.objects), r.predictor,
+                     "-" if r.init_state_s is None else f"{r.init_state_s:.2f}", f"{r.first_mask_s:.2f}",
+                     f"{r.fps:.2f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}",
+                     "-" if r.peak_mem_bytes is None else f"{r.peak_mem_bytes / MIB:.0f}",
+                     f"{r.state_bytes / MIB:.2f}", f"{r.video_bytes / MIB:.0f}" if r.video_bytes else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "sam2": importlib.metadata.version("sam2"), "loadavg_1_5_15": os.getloadavg()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.warmup < 0 or args.frames < args.warmup + 2:
+        log.error("--frames %d with --warmup %d leaves no frame to time: need frames >= warmup + 2",
+                  args.frames, args.warmup)
+        return 2
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
+        log.error("--image-size %d: must be a multiple of 16, at least 64 (default: the model's 1024)", args.image_size)
+        return 2
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 2
+    results: list[RunResult] = []
+    start_info = machine_info(device)
+    with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
+        clip_dir, ckpt_dir = Path(tmp, "clip"), Path(tmp, "ckpt")
+        clip_dir.mkdir()
+        ckpt_dir.mkdir()
+        try:
+            clip = write_clip(clip_dir, args.frames, args.source_size, max(args.objects), args.seed)
+        except ValueError as e:
+            log.error("%s", e)
+            return 2
+        warm = clip.head(2, Path(tmp, "warm-up"))
+        for spec in args.models:
+            results += bench_model(spec, args, clip, warm, device, ckpt_dir)
+    load = os.getloadavg()
+    print()
+    print(f"{start_info['date']}, {start_info.get('gpu', start_info['cpu'])}, {start_info['cpu_count']} CPUs, "
+          f"load average {start_info['loadavg_1_5_15'][0]:.2f} at start, {load[0]:.2f} at end")
+    mode = ", interleaved" if args.interleave else ""
+    print(f"{device.type}{mode}, source {args.source_size[0]}x{args.source_size[1]}, image_size "
+          f"{results[0].image_size}, {args.frames} frames ({args.warmup} warm-up), "
+          f"peak mem: {results[0].peak_mem_kind}")
+    print(format_table(results))
+    if args.json:
+        report = {"machine": {**start_info, "loadavg_1_5_15_end": load}, "results": [r.as_dict() for r in results]}
+        args.json.write_text(json.dumps(report, indent=2))
+        log.info("wrote %s", args.json)
+    return 0

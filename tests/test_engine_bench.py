@@ -1,0 +1,36 @@
+"""`rtseg bench` works end to end (a smoke test of the tool, not a timing assertion)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtseg.cli import main
+
+
+@pytest.mark.parametrize("mode", [[], ["--interleave"]], ids=["sequential", "interleaved"])
+def test_bench_runs_both_predictors_and_writes_sane_numbers(tmp_path, capsys, mode):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--image-size", "128", "--frames", "3", "--warmup", "0", "--objects", "1",
+            "--source-size", "320x240", "--checkpoint-dir", str(tmp_path), "--json", str(out), *mode]
+    assert main(argv) == 0
+    runs = {r["predictor"]: r for r in json.loads(out.read_text())["results"]}
+    assert sorted(runs) == ["official", "rtseg"]
+    for name, r in runs.items():
+        assert (r["model"], r["objects"], r["image_size"], r["frames"]) == ("sam2.1_hiera_t", 1, 128, 3), name
+        assert len(r["latencies_ms"]) == 2 and min(r["latencies_ms"]) > 0, name
+        assert r["fps"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["first_mask_s"] > 0, name
+        assert r["state_bytes"] > 0, name
+        if mode:
+            assert r["peak_mem_bytes"] is None, name  # both run at once: no per-predictor peak
+        else:
+            assert r["peak_mem_bytes"] >= 0, name  # RSS growth can be 0 when freed memory is reused
+    assert runs["official"]["init_state_s"] > 0 and runs["official"]["video_bytes"] > 0
+    assert runs["rtseg"]["init_state_s"] is None
+    table = capsys.readouterr().out
+    assert "official" in table and "rtseg" in table and "p99 ms" in table
+
+
+def test_bench_rejects_too_few_frames_with_a_clear_message(caplog):
+    assert main(["bench", "--frames", "2", "--warmup", "1"]) == 2
+    assert "need frames >= warmup + 2" in caplog.text

@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Benchmark rtseg's StreamingPredictor against sam2's official SAM2VideoPredictor.
+
+The same as `rtseg bench`; see rtseg/engine/bench.py and docs/readme/bench_engine.md. Example:
+
+    python tools/bench_engine.py --models sam2.1_hiera_t --objects 1,3 --image-size 512 --frames 20
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rtseg.engine import bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_engine.py", description=__doc__.splitlines()[0])
+    bench.add_arguments(parser)
+    return bench.main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
