@@ -261,8 +261,23 @@ def resolve_checkpoint(cfg: Config, weights: str | None) -> str | None:
         ) from None
 
 
+RUN_HELP = """\
+Start the pipeline a config describes: one capture process per camera, the segmenter, and the
+recorder/viewer if enabled. Masks go out on network.pub, prompts come in on network.control.
+Crashed or hung processes are restarted (objects are restored from the prompt log);
+Ctrl-C or SIGTERM stops everything within supervisor.shutdown_timeout_s.
+
+examples:
+  rtseg run configs/demo.yaml                         # downloads the checkpoint if missing
+  rtseg run configs/demo-cpu.yaml --weights random    # no GPU, no weights: a smoke test
+  rtseg run configs/rtsp.yaml --headless --log-level DEBUG
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (see configs/)")
+    parser.description = RUN_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("config", help="YAML config (see configs/; check it with rtseg validate-config)")
     parser.add_argument("--weights", choices=["checkpoint", "random"], default=None,
                         help="'random': run the pipeline with random weights (smoke tests; masks meaningless)")
     parser.add_argument("--headless", action="store_true", help="never start the viewer, even if the config enables it")
