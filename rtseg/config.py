@@ -97,7 +97,15 @@ class SecurityConfig(StrictModel):
 
 
 class ViewerConfig(StrictModel):
+    """The live viewer (`rtseg view`, or started by `rtseg run` when enabled)."""
+
     enabled: bool = False
+    camera: str | None = None  # which camera to show; None: the first one in `cameras`
+    fps: float = Field(default=30.0, gt=0, le=240)  # at most this many frames shown per second
+    frame_buffer: int = Field(default=30, ge=1, le=600)  # recent frames kept to meet their masks (6 MB each at 1080p)
+    mask_alpha: float = Field(default=0.45, ge=0, le=1)  # mask opacity
+    client_key: Path | None = None  # security.curve: this viewer's NAME.key_secret (`rtseg keys`)
+    server_key: Path | None = None  # security.curve: the server's public server.key
 
 
 class RecorderConfig(StrictModel):
