@@ -115,6 +115,8 @@ class _ReaderThread(threading.Thread):
                             self.final = "ended"
                             self.report("ended", message="end of stream")
                             return
+                        if cam.paced and not source.live and not self.writer.wait_for_consumer(self.stop.is_set):
+                            return
                         self.writer.write(frame)
                 except SourceError as e:
                     if not source.live:  # a bad image in a folder: reopening would start over

@@ -53,6 +53,9 @@ class CameraConfig(StrictModel):
     height: int | None = Field(default=None, gt=0)
     fps: float | None = Field(default=None, gt=0)
     ring_slots: int = Field(default=8, ge=2, le=256)
+    # a file/folder/synthetic source waits for the segmenter instead of overwriting frames it
+    # has not taken yet; `rtseg run` turns it on for every camera when frame_policy is `every`
+    paced: bool = False
     open_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
     reconnect: ReconnectConfig = ReconnectConfig()
@@ -61,6 +64,9 @@ class CameraConfig(StrictModel):
 class SegmenterConfig(StrictModel):
     frame_policy: Literal["latest", "every"] = "latest"
     recent_frames: int = Field(default=30, ge=1)  # frames a late prompt may still target
+    # `every`: before the first frame, wait this long for a masks subscriber (recorder, viewer,
+    # client) so the start of a file is not published to nobody; 0 starts at once
+    wait_for_subscriber_s: float = Field(default=10.0, ge=0)
 
 
 class FrameTopicConfig(StrictModel):

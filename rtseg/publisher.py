@@ -61,7 +61,8 @@ class Publisher:
             raise ValueError("the publisher must live in the CurveServer's context (its ZAP authenticator "
                              "serves that context only): pass context=None or curve.context")
         ctx = curve.context if curve is not None else (context or zmq.Context.instance())
-        self._socket = ctx.socket(zmq.PUB)
+        self._socket = ctx.socket(zmq.XPUB)  # a PUB that also tells us who subscribed to what
+        self._subscriptions: Counter[bytes] = Counter()
         self._socket.sndhwm = hwm
         self._socket.linger = 0
         if curve is not None:
@@ -122,6 +123,18 @@ class Publisher:
         msg = FrameMessage.from_image(camera, frame_index, rgb, capture_ns=capture_ns,
                                       capture_wall_ns=capture_wall_ns, quality=self.frame_quality)
         return self.publish(msg)
+
+    def subscribed(self, prefix: bytes = b"masks.") -> bool:
+        """Whether some subscriber has a subscription starting with `prefix` (reads the
+        subscribe/unsubscribe notices waiting on the socket; never blocks)."""
+        while True:
+            try:
+                note = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if note:
+                self._subscriptions[note[1:]] += 1 if note[0] == 1 else -1
+        return any(n > 0 and topic.startswith(prefix) for topic, n in self._subscriptions.items())
 
     def stats(self) -> dict[str, int]:
         """sent, sent.<kind>, dropped (refused by the socket), frames_rate_limited,

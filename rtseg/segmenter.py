@@ -283,6 +283,18 @@ class FatalError(RuntimeError):
     """Restarting cannot help (bad checkpoint, port in use...)."""
 
 
+def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any, heartbeat: Any,
+                        control: ControlServer) -> None:
+    """`every` policy: hold the first frame until someone subscribes to masks (or timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while not publisher.subscribed(b"masks.") and time.monotonic() < deadline and not stop_event.is_set():
+        if heartbeat is not None:
+            heartbeat.value = time.time()
+        control.poll_once(20)
+    if not publisher.subscribed(b"masks."):
+        log.warning("no masks subscriber after %.0f s: starting anyway", timeout_s)
+
+
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
                   heartbeat: Any = None) -> None:
     from rtseg.engine.checkpoints import CheckpointError
@@ -293,7 +305,8 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
         predictors, device = build_predictors(cfg, checkpoint)
     except CheckpointError as e:
         raise FatalError(str(e)) from None
-    readers = {cam: RingReader(name, wait_s=30.0) for cam, name in ring_names.items()}
+    consumer = cfg.segmenter.frame_policy == "every"  # a paced capture waits for this reader
+    readers = {cam: RingReader(name, wait_s=30.0, consumer=consumer) for cam, name in ring_names.items()}
     curve = CurveServer.from_config(cfg.security)
     try:
         publisher = Publisher.from_config(cfg.network, curve=curve)
@@ -304,6 +317,8 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
         raise FatalError(str(e)) from None
     log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
     try:
+        if consumer:
+            wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
         while not stop_event.is_set():
             if heartbeat is not None:
                 heartbeat.value = time.time()

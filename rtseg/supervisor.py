@@ -81,7 +81,9 @@ class Supervisor:
         from rtseg.segmenter import segmenter_main
 
         children = []
+        paced = self.cfg.segmenter.frame_policy == "every"  # files: no frame skipped, the segmenter sets the pace
         for cam in self.cfg.cameras:
+            cam = cam.model_copy(update={"paced": paced}) if paced else cam
             ring = ring_name_for(self.run_id, cam.id)
             children.append(Child(f"capture-{cam.id}", capture_main,
                                   (cam, ring, self.stop_event, None, self.log_queue), ring_name=ring))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import psutil
 import pytest
 import zmq
@@ -199,3 +200,24 @@ def test_a_recorder_that_cannot_write_never_stops_the_segmenter(tmp_path, checkp
             ctl.add_points("cam", 1, [[40, 40]], [1])
         next_masks(sub, want=lambda m: m.obj_ids == [1])
         assert pipe.proc.poll() is None and "recorder" not in pipe.pids()
+
+
+def test_every_policy_delivers_every_frame_of_a_file(tmp_path, checkpoint):
+    import cv2
+
+    from tests.engine_helpers import make_clip
+
+    frames, _ = make_clip(30, 96, 128)
+    clip = tmp_path / "clip.mp4"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (128, 96))
+    for f in frames:
+        out.write(np.ascontiguousarray(f[:, :, ::-1]))
+    out.release()
+    cams = [{"id": "cam", "source": f"{clip}?realtime=false", "ring_slots": 3}]  # far fewer slots than frames
+    with Pipeline(write_config(tmp_path, checkpoint, policy="every", cameras=cams)) as pipe, \
+            Subscriber(pipe.pub) as sub:
+        got = []
+        while len(got) < 30:
+            got.append(next_masks(sub, timeout_s=120))
+        assert [m.frame_index for m in got] == list(range(30)), "a frame of the file was skipped"
+        assert all(m.skipped_total == 0 for m in got)

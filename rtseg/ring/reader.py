@@ -42,8 +42,11 @@ class RingReader:
     (`ended` tells which). A reader outlives its writer: when a new writer takes over the
     name (a restarted capture process) it follows it by itself."""
 
-    def __init__(self, name: str, *, wait_s: float = 0.0) -> None:
+    def __init__(self, name: str, *, wait_s: float = 0.0, consumer: bool = False) -> None:
         self.name = name
+        # the one reader a paced writer waits for: next() resumes after the last frame it took
+        # (also across a restart of this reader's process) and reports each frame taken
+        self.consumer = consumer
         self._seg = header_segment(name)
         self._h: Header | None = None
         self._data: SharedMemory | None = None
@@ -126,6 +129,9 @@ class RingReader:
         missed = seq - self._last_seq - 1 if self._last_seq >= 0 else 0
         self.dropped += missed
         self._last_seq = seq
+        if self.consumer:
+            f = self._h.f  # type: ignore[union-attr]
+            f[F.CONSUMED_SEQ], f[F.CONSUMED_NS] = seq, time.monotonic_ns()
         if self._rebase_generation:  # keep generations increasing across writers, for this reader
             self._gen_offset = max(self._gen_offset, self._last_gen + 1 - gen) if self._last_gen else 0
             self._rebase_generation = False
@@ -173,7 +179,10 @@ class RingReader:
             token = int(self._h.notify[0])  # type: ignore[union-attr]
             newest = int(self._h.f[F.WRITE_SEQ])  # type: ignore[union-attr]
             if newest > self._last_seq:
-                want = newest if self._last_seq < 0 else max(self._last_seq + 1, newest - self._slots + 1)
+                after = self._last_seq
+                if after < 0 and self.consumer:
+                    after = int(self._h.f[F.CONSUMED_SEQ])  # type: ignore[union-attr]
+                want = newest if after < 0 and not self.consumer else max(after + 1, newest - self._slots + 1)
                 for seq in range(want, newest + 1):
                     got = self._copy(seq)
                     if got is not None:

@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 
@@ -59,7 +60,7 @@ class RingWriter:
         f[:] = 0
         f[F.VERSION], f[F.SLOTS], f[F.UID] = VERSION, slots, secrets.randbits(62)
         f[F.PID], f[F.PID_START_MS] = os.getpid(), process_start_ms(os.getpid())
-        f[F.GENERATION], f[F.WRITE_SEQ], f[F.END_SEQ] = generation, -1, -1
+        f[F.GENERATION], f[F.WRITE_SEQ], f[F.END_SEQ], f[F.CONSUMED_SEQ] = generation, -1, -1, -1
         f[F.HEARTBEAT_NS], f[F.STATUS_WALL_NS] = time.monotonic_ns(), time.time_ns()
         self._h.map_slots()
         self._h.slots[:] = 0
@@ -140,6 +141,18 @@ class RingWriter:
         self._seq = seq
         self._wake()
         return seq
+
+    def wait_for_consumer(self, stop: Callable[[], bool], poll_s: float = 0.0005) -> bool:
+        """Pacing for finite sources (the `every` frame policy): wait until writing the next
+        frame would not overwrite one the consuming reader (`RingReader(..., consumer=True)`)
+        has not taken yet. Before a consumer attaches, the ring fills up and waits for it, so
+        it still gets every frame from the first. Returns False if `stop()` became true."""
+        f = self._h.f
+        while self._seq + 1 - int(f[F.CONSUMED_SEQ]) > self.slots:  # would overwrite a frame not yet taken
+            if stop():
+                return False
+            time.sleep(poll_s)
+        return True
 
     def _wake(self) -> None:
         self._count = (self._count + 1) & 0xFFFFFFFF
