@@ -151,9 +151,9 @@ class Supervisor:
         log.warning("%s %s; restarting (%d/%d in %.0f s)", child.name, why, len(child.restarts),
                     self.cfg.supervisor.restart_budget, window)
         if child.ring_name is not None:
-            from rtseg.ring import unlink_ring
+            from rtseg.ring import remove_if_stale
 
-            unlink_ring(child.ring_name)
+            remove_if_stale(child.ring_name, min_age_s=0)  # never touches a live writer's ring
         self._start(child)
 
     def _give_up(self, child: Child, why: str) -> None:
@@ -197,6 +197,9 @@ class Supervisor:
         listener.start()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            from rtseg.ring import cleanup_stale
+
+            cleanup_stale()  # rings left in /dev/shm by an earlier run that was killed
             self.children = self._plan()
             for child in self.children:
                 self._start(child)
