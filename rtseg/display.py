@@ -88,7 +88,15 @@ def options_from_config(cfg: Config, ring_names: dict[str, str]) -> ViewerOption
     v = cfg.viewer
     return ViewerOptions(camera=camera, pub=connectable(cfg.network.pub), control=connectable(cfg.network.control),
                          ring=ring_names.get(camera), frame_buffer=v.frame_buffer, fps=v.fps,
-                         mask_alpha=v.mask_alpha, curve=_curve_client(v.client_key, v.server_key, cfg.security.curve))
+                         mask_alpha=v.mask_alpha, curve=_pipeline_curve(cfg))
+
+
+def _pipeline_curve(cfg: Config) -> Any:
+    """The viewer's own keys if given, else the pipeline's client identity (security.client_secret_key)."""
+    v, sec = cfg.viewer, cfg.security
+    if v.client_key is None and v.server_key is None and sec.curve and sec.client_secret_key is not None:
+        return _curve_client(sec.client_secret_key, sec.server_secret_key, True)
+    return _curve_client(v.client_key, v.server_key, sec.curve)
 
 
 def running_ring(cfg: Config, camera: str) -> str:
