@@ -111,6 +111,54 @@ class FrameSource(ABC):
         return f"{type(self).__name__}({self.url!r}, {self.width}x{self.height}@{self.fps:g})"
 
 
+class VideoCaptureSource(FrameSource):
+    """A source read through a cv2.VideoCapture (webcam, network stream, video file). Its
+    __init__ opens `_cap`, calls `_read_first()` so that a capture that cannot deliver fails
+    at open rather than at the first read, and sets `_size` and `_fps`."""
+
+    _cap: cv2.VideoCapture | None
+    _pending: np.ndarray | None = None
+    _size: tuple[int, int]
+    _fps: float
+
+    @property
+    def width(self) -> int:
+        return self._size[0]
+
+    @property
+    def height(self) -> int:
+        return self._size[1]
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _read_first(self) -> np.ndarray | None:
+        """The capture's first frame, kept for the first read(); None, and the capture
+        released, when it is not open or gives no frame."""
+        first = self._next_bgr() if self._cap is not None and self._cap.isOpened() else None
+        if first is None:
+            self.close()
+        self._pending = first
+        return first
+
+    def _next_bgr(self) -> np.ndarray | None:
+        """The frame read at open, then the capture's next ones; None when it gives none
+        (end of file, stream stopped, read timeout) or is closed."""
+        if self._cap is None:
+            return None
+        if self._pending is not None:
+            bgr, self._pending = self._pending, None
+            return bgr
+        ok, bgr = self._cap.read()
+        return bgr if ok else None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
 def target_size(src_w: int, src_h: int, width: int | None, height: int | None) -> tuple[int, int]:
     """Output size for a requested width and/or height (one alone keeps the aspect ratio)."""
     if width and height:

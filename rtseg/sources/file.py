@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtseg.sources.base import Frame, FrameSource, Pacer, SourceError, bgr_to_rgb, target_size
+from rtseg.sources.base import Frame, FrameSource, Pacer, SourceError, VideoCaptureSource, bgr_to_rgb, target_size
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def _natural_key(path: Path) -> list[object]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-class VideoFileSource(FrameSource):
+class VideoFileSource(VideoCaptureSource):
     """A video file decoded by OpenCV's FFmpeg backend; read() returns None at its end."""
 
     def __init__(
@@ -41,49 +41,25 @@ class VideoFileSource(FrameSource):
         if not path.is_file():
             raise SourceError(f"video file {str(path)!r} does not exist; check the path (relative to {Path.cwd()})")
         self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        first = self._cap.read()[1] if self._cap.isOpened() else None
+        first = self._read_first()
         if first is None:
-            self._cap.release()
             raise SourceError(
                 f"cannot decode video file {str(path)!r}: it is corrupt, empty, or in a format OpenCV's "
                 f"FFmpeg cannot read; check it with `ffprobe {path}` or re-encode it to H.264 mp4"
             )
-        self._pending: np.ndarray | None = first
         file_fps = self._cap.get(cv2.CAP_PROP_FPS)
         self._fps = fps or (file_fps if 0 < file_fps < 1000 else 30.0)
         self._size = target_size(first.shape[1], first.shape[0], width, height)
         self._pacer = Pacer(self._fps, realtime)
         log.debug("opened %s: %dx%d @ %.2f fps", self.url, first.shape[1], first.shape[0], self._fps)
 
-    @property
-    def width(self) -> int:
-        return self._size[0]
-
-    @property
-    def height(self) -> int:
-        return self._size[1]
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def read(self) -> Frame | None:
-        if self._cap is None:
+        bgr = self._next_bgr()
+        if bgr is None:
             return None
-        if self._pending is not None:
-            bgr, self._pending = self._pending, None
-        else:
-            ok, bgr = self._cap.read()
-            if not ok or bgr is None:
-                return None
         image = bgr_to_rgb(bgr, self._size)
         self._pacer.wait()
         return self._stamp(image)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 class ImageFolderSource(FrameSource):

@@ -14,9 +14,8 @@ import time
 from urllib.parse import urlsplit
 
 import cv2
-import numpy as np
 
-from rtseg.sources.base import Frame, FrameSource, SourceError, SourceLost, bgr_to_rgb, target_size
+from rtseg.sources.base import Frame, SourceError, SourceLost, VideoCaptureSource, bgr_to_rgb, target_size
 from rtseg.sources.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,9 @@ def probe_failure(url: str, timeout_s: float) -> str:
     return f"the server answered {status!r} instead of a video stream; check the URL"
 
 
-class NetworkSource(FrameSource):
-    """An RTSP/HTTP camera. read() raises SourceLost when the stream stops."""
+class NetworkSource(VideoCaptureSource):
+    """An RTSP/HTTP camera. read() raises SourceLost when the stream stops; `fps` is the
+    rate the stream reports (0.0 if it does not say)."""
 
     live = True
 
@@ -92,48 +92,24 @@ class NetworkSource(FrameSource):
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
         ]
         t0 = time.monotonic()
-        self._cap: cv2.VideoCapture | None = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        first = self._cap.read()[1] if self._cap.isOpened() else None
+        self._cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        first = self._read_first()
         if first is None:
-            self.close()
             reason = probe_failure(url, min(open_timeout_s, 3.0))
             raise SourceError(f"cannot open camera {self.url}: {reason}", live=True)
-        self._pending: np.ndarray | None = first
         self._size = target_size(first.shape[1], first.shape[0], width, height)
         reported = self._cap.get(cv2.CAP_PROP_FPS)
         self._fps = reported if 0 < reported < 1000 else 0.0
         log.info("opened %s in %.1f s: %dx%d @ %.3g fps", self.url, time.monotonic() - t0,
                  first.shape[1], first.shape[0], self._fps)
 
-    @property
-    def width(self) -> int:
-        return self._size[0]
-
-    @property
-    def height(self) -> int:
-        return self._size[1]
-
-    @property
-    def fps(self) -> float:
-        """The rate the stream reports (0.0 if it does not say)."""
-        return self._fps
-
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceLost(f"camera {self.url} is closed")
-        if self._pending is not None:
-            bgr, self._pending = self._pending, None
-        else:
-            t0 = time.monotonic()
-            ok, bgr = self._cap.read()
-            if not ok or bgr is None:
-                waited = time.monotonic() - t0
-                why = (f"no frame for {waited:.1f} s" if waited >= self.read_timeout_s * 0.9
-                       else "the stream closed")
-                raise SourceLost(f"camera {self.url} stopped after {self._index} frames ({why})")
+        t0 = time.monotonic()
+        bgr = self._next_bgr()
+        if bgr is None:
+            waited = time.monotonic() - t0
+            why = f"no frame for {waited:.1f} s" if waited >= self.read_timeout_s * 0.9 else "the stream closed"
+            raise SourceLost(f"camera {self.url} stopped after {self._index} frames ({why})")
         return self._stamp(bgr_to_rgb(bgr, self._size))
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None

@@ -11,9 +11,8 @@ import os
 import sys
 
 import cv2
-import numpy as np
 
-from rtseg.sources.base import Frame, FrameSource, SourceError, SourceLost, bgr_to_rgb
+from rtseg.sources.base import Frame, SourceError, SourceLost, VideoCaptureSource, bgr_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ def _backend() -> int:
     return cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
 
 
-class WebcamSource(FrameSource):
+class WebcamSource(VideoCaptureSource):
     """A V4L2 camera by index (0) or device path (/dev/video0)."""
 
     live = True
@@ -41,7 +40,7 @@ class WebcamSource(FrameSource):
         hint = "list the cameras with `v4l2-ctl --list-devices` or `ls /dev/video*`"
         if isinstance(device, str) and not os.path.exists(device):
             raise SourceError(f"no camera at {device}: the device does not exist; {hint}", live=True)
-        self._cap: cv2.VideoCapture | None = cv2.VideoCapture(device, _backend())
+        self._cap = cv2.VideoCapture(device, _backend())
         if not self._cap.isOpened():
             self.close()
             raise SourceError(
@@ -54,43 +53,21 @@ class WebcamSource(FrameSource):
             if value:
                 self._cap.set(prop, float(value))
         self._cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, float(read_timeout_s * 1000))
-        ok, first = self._cap.read()
-        if not ok or first is None:
-            self.close()
+        first = self._read_first()
+        if first is None:
             raise SourceError(f"camera {name} opened but gave no frame; unplug and replug it, or {hint}", live=True)
-        self._pending: np.ndarray | None = first
-        self._width, self._height = first.shape[1], first.shape[0]
+        self._size = (first.shape[1], first.shape[0])
         reported = self._cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(reported) if 0 < reported < 1000 else float(fps or 0.0)
-        asked = (width or self._width, height or self._height, fps or self._fps)
-        if asked != (self._width, self._height, self._fps):
+        asked = (width or self.width, height or self.height, fps or self._fps)
+        if asked != (self.width, self.height, self._fps):
             log.info("camera %s delivers %dx%d @ %.3g fps (asked for %dx%d @ %.3g)", name,
-                     self._width, self._height, self._fps, *asked)
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def fps(self) -> float:
-        return self._fps
+                     self.width, self.height, self._fps, *asked)
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceLost(f"camera {self.url} is closed")
-        if self._pending is not None:
-            bgr, self._pending = self._pending, None
-        else:
-            ok, bgr = self._cap.read()
-            if not ok or bgr is None:
-                raise SourceLost(f"camera {self.url} stopped delivering frames after {self._index} (unplugged?)")
+        bgr = self._next_bgr()
+        if bgr is None:
+            raise SourceLost(f"camera {self.url} stopped delivering frames after {self._index} (unplugged?)")
         return self._stamp(bgr_to_rgb(bgr))
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
