@@ -111,13 +111,9 @@ class FrameSource(ABC):
         return f"{type(self).__name__}({self.url!r}, {self.width}x{self.height}@{self.fps:g})"
 
 
-class VideoCaptureSource(FrameSource):
-    """A source read through a cv2.VideoCapture (webcam, network stream, video file). Its
-    __init__ opens `_cap`, calls `_read_first()` so that a capture that cannot deliver fails
-    at open rather than at the first read, and sets `_size` and `_fps`."""
+class SizedSource(FrameSource):
+    """A source that keeps its size in `_size` (width, height) and its rate in `_fps`."""
 
-    _cap: cv2.VideoCapture | None
-    _pending: np.ndarray | None = None
     _size: tuple[int, int]
     _fps: float
 
@@ -132,6 +128,15 @@ class VideoCaptureSource(FrameSource):
     @property
     def fps(self) -> float:
         return self._fps
+
+
+class VideoCaptureSource(SizedSource):
+    """A source read through a cv2.VideoCapture (webcam, network stream, video file). Its
+    __init__ opens `_cap`, calls `_read_first()` so that a capture that cannot deliver fails
+    at open rather than at the first read, and sets `_size` and `_fps`."""
+
+    _cap: cv2.VideoCapture | None
+    _pending: np.ndarray | None = None
 
     def _read_first(self) -> np.ndarray | None:
         """The capture's first frame, kept for the first read(); None, and the capture

@@ -13,7 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtseg.sources.base import Frame, FrameSource, Pacer, SourceError, VideoCaptureSource, bgr_to_rgb, target_size
+from rtseg.sources.base import (
+    Frame, Pacer, SizedSource, SourceError, VideoCaptureSource, bgr_to_rgb, target_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class VideoFileSource(VideoCaptureSource):
         return self._stamp(image)
 
 
-class ImageFolderSource(FrameSource):
+class ImageFolderSource(SizedSource):
     """The images of a folder, in natural name order; a file that cannot be decoded is an
     error naming it. Images of different sizes are allowed unless a size is requested."""
 
@@ -95,18 +97,6 @@ class ImageFolderSource(FrameSource):
                 f"cannot decode image {str(path)!r} (corrupt or not an image); remove it from the folder or replace it"
             )
         return bgr_to_rgb(bgr, target_size(bgr.shape[1], bgr.shape[0], *self._want))
-
-    @property
-    def width(self) -> int:
-        return self._size[0]
-
-    @property
-    def height(self) -> int:
-        return self._size[1]
-
-    @property
-    def fps(self) -> float:
-        return self._fps
 
     def read(self) -> Frame | None:
         if self._index >= len(self._files):
