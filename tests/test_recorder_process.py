@@ -110,18 +110,23 @@ def _unwritable(tmp_path):
     return contextlib.nullcontext(folder), folder / "rec"
 
 
+def _record_until_fatal_exit(endpoint, rec_dir, log, timeout):
+    """Run `rtseg record` into rec_dir until it exits on its own with 2 (fatal); its log."""
+    proc = start_cli("record", "--pub", endpoint, "--dir", str(rec_dir), log=log)
+    try:
+        assert proc.wait(timeout) == 2
+    finally:
+        stop_process(proc)
+    return log.read_text()
+
+
 def test_unwritable_folder_stops_the_recorder_with_a_clear_error_and_not_the_publisher(tmp_path):
     pub = PublishingThread(rate_hz=50)
     pub.start()
     assert pub.ready.wait(10)
     mount, rec_dir = _unwritable(tmp_path)
     with mount:
-        proc = start_cli("record", "--pub", pub.endpoint, "--dir", str(rec_dir), log=tmp_path / "recorder.log")
-        try:
-            assert proc.wait(30) == 2
-        finally:
-            stop_process(proc)
-        log = (tmp_path / "recorder.log").read_text()
+        log = _record_until_fatal_exit(pub.endpoint, rec_dir, tmp_path / "recorder.log", 30)
         assert f"cannot create the recording folder {rec_dir}" in log and "choose another recorder.directory" in log
         assert "Traceback" not in log
         with Subscriber(pub.endpoint) as sub:  # the publisher never noticed
@@ -137,12 +142,7 @@ def test_full_disk_stops_the_recorder_and_keeps_what_was_written(tmp_path):
     disk = tmp_path / "disk"
     if can_mount():  # a real full file system
         with tmpfs(disk, "size=256k"):
-            proc = start_cli("record", "--pub", pub.endpoint, "--dir", str(disk), log=tmp_path / "recorder.log")
-            try:
-                assert proc.wait(60) == 2
-            finally:
-                stop_process(proc)
-            log = (tmp_path / "recorder.log").read_text()
+            log = _record_until_fatal_exit(pub.endpoint, disk, tmp_path / "recorder.log", 60)
             written = _masks(disk)
     else:  # no mount here: the same error from the write layer, in-process
         log, written = _recorder_with_enospc(pub.endpoint, disk)
