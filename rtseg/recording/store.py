@@ -98,13 +98,7 @@ class RecordingReader:
         self.segments = list_segments(self.recording)
 
     def total_bytes(self) -> int:
-        total = 0
-        for p in self.segments:
-            try:
-                total += p.stat().st_size
-            except FileNotFoundError:
-                pass
-        return total
+        return _bytes_on_disk(self.segments)
 
     def records(self, kinds: Iterable[str] | None = None, cameras: Iterable[str] | None = None,
                 on_bytes: Callable[[int], None] | None = None) -> Iterator[Record]:
@@ -197,16 +191,20 @@ def _groups(directory: Path) -> dict[str, list[Path]]:
     return groups
 
 
+def _bytes_on_disk(paths: Iterable[Path]) -> int:
+    """The files' sizes summed; one deleted meanwhile (by retention or recovery) counts 0."""
+    total = 0
+    for p in paths:
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def recording_bytes(directory: Path) -> int:
     """Bytes of every segment and video file in the folder, open ones included."""
-    total = 0
-    for p in directory.iterdir():
-        if _SEGMENT_RE.match(p.name) or _VIDEO_RE.match(p.name):
-            try:
-                total += p.stat().st_size
-            except FileNotFoundError:
-                pass
-    return total
+    return _bytes_on_disk(p for p in directory.iterdir() if _SEGMENT_RE.match(p.name) or _VIDEO_RE.match(p.name))
 
 
 def enforce_retention(directory: Path, *, max_bytes: float | None, max_age_s: float | None,
