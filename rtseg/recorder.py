@@ -97,15 +97,19 @@ class Recorder:
     def _open_segment(self) -> SegmentWriter:
         path = new_segment_path(self.directory)
         self.segment = SegmentWriter(path, fsync_interval_s=self.config.fsync_interval_s)
-        self._dropped_at_open = self._subscriber.stats()["dropped"] if self._subscriber else 0
+        self._dropped_at_open = self._dropped()
         log.info("recording into %s", self.segment.part_path)
         return self.segment
+
+    def _dropped(self) -> int:
+        """Messages the subscriber has seen lost so far (gaps in the publisher's seq); 0 without one."""
+        return self._subscriber.stats()["dropped"] if self._subscriber else 0
 
     def _close_segment(self) -> None:
         segment, self.segment = self.segment, None
         if segment is None:
             return
-        dropped = (self._subscriber.stats()["dropped"] if self._subscriber else 0) - self._dropped_at_open
+        dropped = self._dropped() - self._dropped_at_open
         if dropped:
             log.warning("%d message(s) were lost before reaching the recorder during %s (the recorder or the "
                         "disk was too slow, or the publisher's network.hwm is too small)", dropped, segment.path.name)
