@@ -13,6 +13,7 @@ re-creates every object (from its most recent prompt) on its first frame per cam
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -55,15 +56,10 @@ class CameraPipeline:
         span = self.frame_times[-1] - self.frame_times[0]
         return (len(self.frame_times) - 1) / span if span > 0 else 0.0
 
-    def capture_to_engine(self, capture_index: int | None) -> tuple[int | None, bool]:
-        """(engine frame to prompt, whether it is the frame asked for)."""
-        if capture_index is None:
-            return None, True
-        held = self.predictor.held_frames
-        idx = self.engine_index.get(int(capture_index))
-        if idx is not None and idx in held:
-            return idx, True
-        return None, False
+    def capture_to_engine(self, capture_index: int | None) -> int | None:
+        """The engine frame of a capture frame the engine still holds; None: use the latest."""
+        idx = None if capture_index is None else self.engine_index.get(int(capture_index))
+        return idx if idx is not None and idx in self.predictor.held_frames else None
 
 
 def percentile(values, q: float) -> float:
@@ -97,15 +93,14 @@ class Segmenter:
         done = 0
         per_cam_timeout = timeout_s / max(1, len(self.cams))
         for pipe in self.cams.values():
-            t_read = time.monotonic_ns()
             rf = self._read(pipe, per_cam_timeout)
             if rf is None:
                 continue
-            self._track(pipe, rf, t_read)
+            self._track(pipe, rf)
             done += 1
         return done
 
-    def _track(self, pipe: CameraPipeline, rf, t_read_ns: int) -> None:
+    def _track(self, pipe: CameraPipeline, rf) -> None:
         frame = rf.frame
         t0 = time.monotonic_ns()
         result = pipe.predictor.track(frame.image)
@@ -118,13 +113,13 @@ class Segmenter:
         t1 = time.monotonic_ns()
         pipe.frames += 1
         pipe.skipped_total += rf.missed
+        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6}
         msg = MasksMessage.from_arrays(
             pipe.camera, frame.index, obj_ids=result.obj_ids, masks=result.masks, scores=result.object_scores,
             boxes=result.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
-            latency_ms={"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6,
-                        "encode": (time.monotonic_ns() - t1) / 1e6},
-            skipped_total=pipe.skipped_total, skipped_since_last=rf.missed)
-        self.publisher.publish(msg)
+            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed)
+        latency["encode"] = (time.monotonic_ns() - t1) / 1e6  # RLE encoding, done by from_arrays
+        self.publisher.publish(dataclasses.replace(msg, latency_ms=latency))
         pipe.latencies_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
         pipe.frame_times.append(time.monotonic())
         self.publisher.publish_frame(pipe.camera, frame.index, frame.image, capture_ns=frame.t_mono_ns,
@@ -184,8 +179,8 @@ class Segmenter:
         pipe = self.cams[camera]
         if pipe.latest_frame is None:
             raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
-        engine_idx, _ = pipe.capture_to_engine(frame_index)
-        result = pipe.predictor.add_prompt(obj_id, frame_index=engine_idx, **self._engine_kwargs(kind, payload))
+        result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
+                                           **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)
         applied = next(c for c, e in pipe.engine_index.items() if e == result.frame_index)
         k = result.obj_ids.index(obj_id)
