@@ -33,6 +33,8 @@ from rtseg.protocol import (
     unpackb,
 )
 
+from rtseg.security import bind_server_socket
+
 if TYPE_CHECKING:
     from rtseg.config import NetworkConfig
     from rtseg.publisher import Publisher
@@ -319,24 +321,11 @@ class ControlServer:
         self.publisher = publisher
         self.max_batch = max_batch
         self.stats: Counter[str] = Counter()  # "requests", "ok", and one count per error code
-        if curve is not None and context is not None and context is not curve.context:
-            raise ValueError("the control socket must live in the CurveServer's context (its ZAP authenticator "
-                             "serves that context only): pass context=None or curve.context")
-        ctx = curve.context if curve is not None else (context or zmq.Context.instance())
-        self._socket = ctx.socket(zmq.ROUTER)
-        self._socket.linger = 0
         # A peer that sends far more than the limit is disconnected by libzmq (no reply);
         # up to twice the limit it gets a payload_too_large reply.
-        self._socket.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_request_bytes)
-        if curve is not None:
-            curve.secure(self._socket)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as e:
-            self._socket.close()
-            raise OSError(f"cannot bind the control socket to {endpoint!r}: {e}; is another rtseg "
-                          f"running? choose another network.control endpoint") from None
-        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._socket, self.endpoint = bind_server_socket(
+            zmq.ROUTER, endpoint, curve=curve, context=context, what="control socket",
+            config_key="network.control", options={zmq.MAXMSGSIZE: 2 * self.max_request_bytes})
         log.info("control socket on %s%s", self.endpoint, " (CURVE)" if curve else "")
 
     @classmethod

@@ -21,6 +21,7 @@ import numpy as np
 import zmq
 
 from rtseg.protocol import FrameMessage, Message, pack
+from rtseg.security import bind_server_socket
 
 if TYPE_CHECKING:
     from rtseg.config import FrameTopicConfig, NetworkConfig
@@ -57,23 +58,11 @@ class Publisher:
         self.frame_limiter = FrameRateLimiter(frame_fps) if frame_fps else None
         self._seq: Counter[bytes] = Counter()
         self._stats: Counter[str] = Counter()
-        if curve is not None and context is not None and context is not curve.context:
-            raise ValueError("the publisher must live in the CurveServer's context (its ZAP authenticator "
-                             "serves that context only): pass context=None or curve.context")
-        ctx = curve.context if curve is not None else (context or zmq.Context.instance())
-        self._socket = ctx.socket(zmq.XPUB)  # a PUB that also tells us who subscribed to what
+        # an XPUB: a PUB that also tells us who subscribed to what
+        self._socket, self.endpoint = bind_server_socket(zmq.XPUB, endpoint, curve=curve, context=context,
+                                                         what="publisher", config_key="network.pub",
+                                                         options={zmq.SNDHWM: hwm})
         self._subscriptions: Counter[bytes] = Counter()
-        self._socket.sndhwm = hwm
-        self._socket.linger = 0
-        if curve is not None:
-            curve.secure(self._socket)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as e:
-            self._socket.close()
-            raise OSError(f"cannot bind the publisher to {endpoint!r}: {e}; is another rtseg running? "
-                          f"choose another network.pub endpoint") from None
-        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("publishing on %s (hwm %d%s)", self.endpoint, hwm, ", CURVE" if curve else "")
 
     @classmethod

@@ -107,6 +107,30 @@ class CurveServer:
         self.stop()
 
 
+def bind_server_socket(kind: int, endpoint: str, *, curve: CurveServer | None, context: zmq.Context | None,
+                       what: str, config_key: str, options: dict[int, int] | None = None) -> tuple[zmq.Socket, str]:
+    """A socket of `kind` bound at `endpoint` (CURVE server when `curve` is given), with
+    `options` set before the bind; returns it and the endpoint really bound (for ":*" ports).
+    A bind failure is an OSError that names the endpoint and the config key to change."""
+    if curve is not None and context is not None and context is not curve.context:
+        raise ValueError(f"the {what} must live in the CurveServer's context (its ZAP authenticator "
+                         "serves that context only): pass context=None or curve.context")
+    ctx = curve.context if curve is not None else (context or zmq.Context.instance())
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    for option, value in (options or {}).items():
+        sock.setsockopt(option, value)
+    if curve is not None:
+        curve.secure(sock)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        sock.close()
+        raise OSError(f"cannot bind the {what} to {endpoint!r}: {e}; is another rtseg running? "
+                      f"choose another {config_key} endpoint") from None
+    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
 @dataclass(frozen=True, repr=False)
 class CurveClient:
     """Client-side CURVE: this client's key pair and the server's public key."""

@@ -20,13 +20,6 @@ from tests.test_publisher import masks_message, warm_up
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def pub(ctx) -> Iterator[Publisher]:
     publisher = Publisher("tcp://127.0.0.1:*", context=ctx)
     yield publisher

@@ -101,13 +101,6 @@ class FakeHandler:
             device="cpu"))
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 @contextlib.contextmanager
 def serving(handler: Any, context: zmq.Context, **kwargs: Any) -> Iterator[ControlServer]:
     """A ControlServer on a free loopback port, answering from a background thread."""

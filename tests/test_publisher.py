@@ -18,13 +18,6 @@ from rtseg.protocol import MasksMessage, StatusMessage, pack, unpack
 from rtseg.publisher import FrameRateLimiter, Publisher
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def masks_message(camera: str, h: int = 24, w: int = 32, noise: bool = False) -> MasksMessage:
     rng = np.random.default_rng(1)
     mask = rng.random((1, h, w)) < 0.5 if noise else np.ones((1, h, w), bool)

@@ -24,13 +24,6 @@ from tests.test_publisher import masks_message
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def keys(tmp_path: Path) -> dict[str, Path]:
     d = tmp_path / "keys"
     server_public, server_secret = create_key_pair(d, "server")

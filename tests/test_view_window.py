@@ -61,13 +61,6 @@ def qapp() -> QtWidgets.QApplication:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def ring() -> Iterator[str]:
     name = f"vt-{uuid.uuid4().hex[:10]}"
     yield name
