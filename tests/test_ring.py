@@ -167,8 +167,9 @@ from rtseg.sources import Frame
 name, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 writer = RingWriter(name, slots=2)
 writer.set_status("connected")
+writer.write(Frame.now(np.full((h, w, 3), 0, np.uint8), "proc", 0))  # pixel segment exists from here
 print("READY", flush=True)
-i = 0
+i = 1
 while True:
     writer.write(Frame.now(np.full((h, w, 3), i % 251, np.uint8), "proc", i))
     i += 1
