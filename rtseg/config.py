@@ -6,6 +6,7 @@ is passed through to it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ class ModelConfig(StrictModel):
     name: str = "sam2.1_hiera_t"
     checkpoint: Path | None = None  # None: checkpoints/<official file name for `name`>
     weights: Literal["checkpoint", "random"] = "checkpoint"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     image_size: int | None = Field(default=None, ge=64, multiple_of=16)
     max_corrections: int = Field(default=8, ge=0)
 
@@ -77,13 +78,23 @@ class FrameTopicConfig(StrictModel):
     quality: int = Field(default=80, ge=1, le=100)
 
 
+ENDPOINT = r"^(tcp://[^\s:]+:(\d+|\*)|ipc://\S+|inproc://\S+)$"
+
+
 class NetworkConfig(StrictModel):
-    pub: str = "tcp://127.0.0.1:5555"
-    control: str = "tcp://127.0.0.1:5556"
+    pub: str = Field(default="tcp://127.0.0.1:5555", pattern=ENDPOINT)  # tcp://HOST:PORT, ipc://PATH
+    control: str = Field(default="tcp://127.0.0.1:5556", pattern=ENDPOINT)
     hwm: int = Field(default=20, ge=1)
     status_interval_s: float = Field(default=1.0, gt=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     frame_topic: FrameTopicConfig = FrameTopicConfig()
+
+
+    @model_validator(mode="after")
+    def _distinct_endpoints(self) -> NetworkConfig:
+        if self.pub == self.control and not self.pub.endswith(":*"):
+            raise ValueError(f"network.pub and network.control are both {self.pub!r}: give them different ports")
+        return self
 
 
 class SecurityConfig(StrictModel):
@@ -132,7 +143,9 @@ class SupervisorConfig(StrictModel):
     restart_budget: int = Field(default=5, ge=0)  # restarts allowed per window, per child
     restart_window_s: float = Field(default=300.0, gt=0)
     shutdown_timeout_s: float = Field(default=5.0, gt=0)
-    state_dir: Path = Path("runs")  # prompt log and other persisted state
+    # prompt log and processes.json; a config file loaded by path defaults to
+    # $XDG_STATE_HOME/rtseg/<config name> (~/.local/state/...), the same from any directory
+    state_dir: Path = Path("runs")
 
 
 class Config(StrictModel):
@@ -207,10 +220,20 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError("\n".join(lines)) from None
 
 
+def default_state_dir(config_path: Path) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "rtseg" / config_path.stem
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    return parse_config(text, str(path))
+    cfg = parse_config(text, str(path))
+    raw = yaml.safe_load(text)
+    if "state_dir" not in (raw.get("supervisor") or {}):
+        cfg = cfg.model_copy(update={"supervisor": cfg.supervisor.model_copy(
+            update={"state_dir": default_state_dir(path)})})
+    return cfg

@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--endpoint", default=DEFAULT_CONTROL,
                         help=f"the segmenter's control socket (network.control; default {DEFAULT_CONTROL})")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply (default 5)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the reply (default 30: a segmenter answers between frames, "
+                             "and a frame can take seconds on a CPU)")
     parser.add_argument("--client-key", type=Path, metavar="FILE",
                         help="CURVE: this client's NAME.key_secret (see `rtseg keys --help`)")
     parser.add_argument("--server-key", type=Path, metavar="FILE", help="CURVE: the server's public server.key")

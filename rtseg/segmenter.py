@@ -300,6 +300,10 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
         predictors, device = build_predictors(cfg, checkpoint)
     except CheckpointError as e:
         raise FatalError(str(e)) from None
+    except RuntimeError as e:
+        if "CUDA" not in str(e):
+            raise
+        raise FatalError(str(e)) from None  # device: cuda on a machine without one
     consumer = cfg.segmenter.frame_policy == "every"  # a paced capture waits for this reader
     readers = {cam: RingReader(name, wait_s=30.0, consumer=consumer) for cam, name in ring_names.items()}
     curve = CurveServer.from_config(cfg.security)

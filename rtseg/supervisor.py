@@ -228,15 +228,15 @@ class Supervisor:
         procs = [c.process for c in self.children if c.process is not None]
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
-        for escalate, wait in ((lambda p: p.terminate(), 1.0), (lambda p: p.kill(), 1.0)):
+        for signal_name in ("SIGTERM", "SIGKILL"):
             alive = [p for p in procs if p.is_alive()]
             if not alive:
                 break
             for p in alive:
-                log.warning("%s did not stop in time: %s", p.name, "terminating" if wait else "killing")
-                escalate(p)
+                log.warning("%s (pid %d) still running after the stop request: sending %s", p.name, p.pid, signal_name)
+                p.terminate() if signal_name == "SIGTERM" else p.kill()
             for p in alive:
-                p.join(wait)
+                p.join(1.0)
         from rtseg.ring import unlink_ring
 
         for name in self.ring_names().values():
@@ -255,7 +255,9 @@ def resolve_checkpoint(cfg: Config, weights: str | None) -> str | None:
     path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else default_checkpoint_path(spec)
     if path.is_file():
         return str(path)
-    log.info("checkpoint %s missing: downloading %s", path, spec.url)
+    from rtseg.engine.download import checkpoint_url
+
+    log.info("checkpoint %s missing: downloading %s", path, checkpoint_url(spec, None))
     try:
         return str(download_checkpoint(spec.name, path.parent))
     except Exception as e:  # no network, disk full, ...
@@ -286,6 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=["checkpoint", "random"], default=None,
                         help="'random': run the pipeline with random weights (smoke tests; masks meaningless)")
     parser.add_argument("--headless", action="store_true", help="never start the viewer, even if the config enables it")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start with no objects: forget the prompt log of earlier runs of this config")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default: config's log_level)")
 
 
@@ -297,6 +301,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     level = (args.log_level or cfg.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(processName)-18s %(name)s %(levelname)s: %(message)s")
+    if args.fresh:
+        (Path(cfg.supervisor.state_dir) / "prompts.jsonl").unlink(missing_ok=True)
     checkpoint = resolve_checkpoint(cfg, args.weights)
     if args.weights == "random":
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": "random"})})

@@ -36,6 +36,10 @@ model:
         (GOOD.replace("id: cam", "id: 'bad id!'"), "line 2: cameras.0.id"),
         (GOOD + "security:\n  curve: true\n", "set server_secret_key and authorized_clients"),
         ("cameras: []\n", "cameras: List should have at least 1 item"),
+        (GOOD + "  device: tpu\n", "line 6: model.device: String should match pattern"),
+        (GOOD + "network:\n  pub: not-an-endpoint\n", "line 7: network.pub: String should match pattern"),
+        (GOOD + "network:\n  pub: tcp://127.0.0.1:7000\n  control: tcp://127.0.0.1:7000\n",
+         "both 'tcp://127.0.0.1:7000': give them different ports"),
         ("cameras: [\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
@@ -56,3 +60,13 @@ def test_validate_config_command(tmp_path, capsys):
     assert cli_main(["validate-config", str(bad)]) == 1
     assert f"{bad}:line 5: model.name" in capsys.readouterr().err
     assert cli_main(["validate-config", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_state_dir_defaults_to_one_folder_per_config_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    a = tmp_path / "gate.yaml"
+    a.write_text(GOOD)
+    assert load_config(a).supervisor.state_dir == tmp_path / "state" / "rtseg" / "gate"
+    b = tmp_path / "own.yaml"
+    b.write_text(GOOD + "supervisor:\n  state_dir: /srv/rtseg\n")
+    assert str(load_config(b).supervisor.state_dir) == "/srv/rtseg"

@@ -254,3 +254,12 @@ def test_operator_flow_run_with_viewer_and_recorder_prompt_stop_export(tmp_path,
     assert len(anns) >= 5, "the prompted object's masks were not recorded"
     # (pycocotools' own decode warns under numpy 2; rtseg's decoder reads the same RLE)
     assert all(decode_rle(a["segmentation"]).sum() == a["area"] > 0 for a in anns)
+
+
+def test_cuda_requested_without_a_gpu_stops_at_once_with_the_reason(tmp_path, checkpoint):
+    cfg = write_config(tmp_path, checkpoint, extra={"model": {"device": "cuda"}})
+    with Pipeline(cfg) as pipe:
+        assert pipe.proc.wait(90) != 0
+        out = pipe.output()
+    assert "CUDA is not available" in out and "use device 'cpu' or 'auto'" in out
+    assert "restarting" not in out, "a missing GPU is not worth restarting for"
