@@ -2,9 +2,7 @@
 refused with a reply that names the problem, and the handler never sees a bad one."""
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import time
 from typing import Any, Iterator
 
@@ -24,6 +22,7 @@ from rtseg.control import (
     status_reply,
 )
 from rtseg.protocol import PROTOCOL_VERSION, CameraStatus, StatusMessage, encode_rle
+from tests.control_helpers import serving
 
 H, W = 48, 64
 LATEST, OLDEST_HELD = 100, 95
@@ -99,21 +98,6 @@ class FakeHandler:
         return status_reply(StatusMessage(
             cameras={c: CameraStatus(fps=30.0, obj_ids=tuple(sorted(o))) for c, o in self.objects.items()},
             device="cpu"))
-
-
-@contextlib.contextmanager
-def serving(handler: Any, context: zmq.Context, **kwargs: Any) -> Iterator[ControlServer]:
-    """A ControlServer on a free loopback port, answering from a background thread."""
-    server = ControlServer("tcp://127.0.0.1:*", handler, context=context, **kwargs)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop, 10), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 class RawClient:

@@ -48,6 +48,7 @@ from rtseg.sources import Frame, open_source  # noqa: E402
 from rtseg.supervisor import ring_name_for  # noqa: E402
 from rtseg.view.overlay import DEFAULT_ALPHA, object_color  # noqa: E402
 from rtseg.view.window import ViewerWindow  # noqa: E402
+from tests.control_helpers import serving  # noqa: E402
 
 CAM = "cam"
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,20 +98,6 @@ class RecordingHandler:
         elif req.type == "reset":
             self.objects.clear()
         return {"obj_ids": sorted(self.objects)}
-
-
-@contextlib.contextmanager
-def control_server(handler: RecordingHandler, ctx: zmq.Context) -> Iterator[ControlServer]:
-    server = ControlServer("tcp://127.0.0.1:*", handler, context=ctx)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop, 10), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 @contextlib.contextmanager
@@ -370,7 +357,7 @@ def test_clicks_and_drags_on_a_scaled_window_send_source_pixel_prompts(qapp, ctx
     handler = RecordingHandler((480, 640))
     frame, centres = marker_frame(7)
     with Publisher("tcp://127.0.0.1:*", context=ctx) as pub, RingWriter(ring, source_id=CAM) as writer, \
-            control_server(handler, ctx) as server, \
+            serving(handler, ctx) as server, \
             viewer(ctx, pub, ring=ring, control=server.endpoint, size=window) as win:
         writer.write(frame)
         pump(lambda: win.view is not None and win.view.frame_index == 7 and win.view.matched,
@@ -408,7 +395,7 @@ def test_keys_new_object_remove_reset_and_pause(qapp, ctx, ring) -> None:
     handler = RecordingHandler((480, 640))
     frame, centres = marker_frame(3)
     with Publisher("tcp://127.0.0.1:*", context=ctx) as pub, RingWriter(ring, source_id=CAM) as writer, \
-            control_server(handler, ctx) as server, viewer(ctx, pub, ring=ring, control=server.endpoint) as win:
+            serving(handler, ctx) as server, viewer(ctx, pub, ring=ring, control=server.endpoint) as win:
         writer.write(frame)
         pump(lambda: win.view is not None and win.view.frame_index == 3, what="frame 3")
         red = source_to_viewport(win, *centres["red"])
