@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 
@@ -154,36 +155,33 @@ class RingReader:
     def latest(self, timeout_s: float | None = 1.0) -> RingFrame | None:
         """The newest frame, if newer than the last one this reader returned; waits up to
         timeout_s (None: forever) for one. `missed` counts the frames skipped in between."""
-        self._check_open()
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            token = int(self._h.notify[0])  # type: ignore[union-attr]
-            newest = int(self._h.f[F.WRITE_SEQ])  # type: ignore[union-attr]
-            if newest > self._last_seq:
-                got = self._copy(newest)
-                if got is not None:
-                    return got
-                if int(self._h.f[F.WRITE_SEQ]) == newest:  # type: ignore[union-attr]
-                    self._give_up_on(newest)
-                continue
-            if not self._wait(token, deadline):
-                return None
+        return self._read(lambda newest: newest, timeout_s)
 
     def next(self, timeout_s: float | None = 1.0) -> RingFrame | None:
-        """The frame after the last one this reader returned (the newest on the first call);
-        if the writer already overwrote it, the oldest one still there, with `missed` saying
-        how many were skipped. Waits up to timeout_s (None: forever)."""
+        """The frame after the last one this reader returned (the newest on the first call;
+        for a consumer, the one after the last frame any consumer took); if the writer already
+        overwrote it, the oldest one still there, with `missed` saying how many were skipped.
+        Waits up to timeout_s (None: forever)."""
+        return self._read(self._first_wanted, timeout_s)
+
+    def _first_wanted(self, newest: int) -> int:
+        after = self._last_seq
+        if after < 0:
+            if not self.consumer:
+                return newest
+            after = int(self._h.f[F.CONSUMED_SEQ])  # type: ignore[union-attr]
+        return max(after + 1, newest - self._slots + 1)
+
+    def _read(self, first: Callable[[int], int], timeout_s: float | None) -> RingFrame | None:
+        """The first frame still in the ring from seq first(newest) on, once there is one newer
+        than the last returned; waits up to timeout_s (None: forever)."""
         self._check_open()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             token = int(self._h.notify[0])  # type: ignore[union-attr]
             newest = int(self._h.f[F.WRITE_SEQ])  # type: ignore[union-attr]
             if newest > self._last_seq:
-                after = self._last_seq
-                if after < 0 and self.consumer:
-                    after = int(self._h.f[F.CONSUMED_SEQ])  # type: ignore[union-attr]
-                want = newest if after < 0 and not self.consumer else max(after + 1, newest - self._slots + 1)
-                for seq in range(want, newest + 1):
+                for seq in range(first(newest), newest + 1):
                     got = self._copy(seq)
                     if got is not None:
                         return got
