@@ -17,7 +17,6 @@ import logging.handlers
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rtseg.config import Config, ConfigError, load_config
+from rtseg.config import Config
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -294,10 +293,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"invalid config:\n{e}", file=sys.stderr)
+    from rtseg.config_cli import load_or_report
+
+    cfg = load_or_report(args.config)
+    if cfg is None:
         return 2
     level = (args.log_level or cfg.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(processName)-18s %(name)s %(levelname)s: %(message)s")
