@@ -7,18 +7,18 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help)
+# name -> (module, one-line help); the module of `NAME` is rtseg/commands/NAME.py
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("rtseg.supervisor", "run cameras, segmenter (and viewer/recorder) from a config"),
-    "view": ("rtseg.display", "live viewer: masks over video, click/box to prompt"),
-    "record": ("rtseg.recorder", "record masks (and video) into crash-safe segments"),
-    "export": ("rtseg.export", "export a recording to COCO, DAVIS PNGs or MP4"),
-    "replay": ("rtseg.replay", "republish a recording on the protocol"),
-    "prompt": ("rtseg.prompt_cli", "send a prompt / remove / reset / list / status request"),
-    "keys": ("rtseg.keys", "generate CURVE key pairs for secure remote use"),
-    "bench": ("rtseg.engine.bench", "benchmark the streaming engine against the official predictor"),
-    "validate-config": ("rtseg.config_cli", "check a config file; points at the bad key"),
-    "download": ("rtseg.engine.download", "download official SAM 2.1 checkpoints"),
+    "run": ("rtseg.commands.run", "run cameras, segmenter (and viewer/recorder) from a config"),
+    "view": ("rtseg.commands.view", "live viewer: masks over video, click/box to prompt"),
+    "record": ("rtseg.commands.record", "record masks (and video) into crash-safe segments"),
+    "export": ("rtseg.commands.export", "export a recording to COCO, DAVIS PNGs or MP4"),
+    "replay": ("rtseg.commands.replay", "republish a recording on the protocol"),
+    "prompt": ("rtseg.commands.prompt", "send a prompt / remove / reset / list / status request"),
+    "keys": ("rtseg.commands.keys", "generate CURVE key pairs for secure remote use"),
+    "bench": ("rtseg.commands.bench", "benchmark the streaming engine against the official predictor"),
+    "validate-config": ("rtseg.commands.validate_config", "check a config file; points at the bad key"),
+    "download": ("rtseg.commands.download", "download official SAM 2.1 checkpoints"),
 }
 
 

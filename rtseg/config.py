@@ -7,11 +7,14 @@ is passed through to it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rtseg.protocol import DEFAULT_CONTROL, DEFAULT_PUB
 
 
 class StrictModel(BaseModel):
@@ -82,8 +85,8 @@ ENDPOINT = r"^(tcp://[^\s:]+:(\d+|\*)|ipc://\S+|inproc://\S+)$"
 
 
 class NetworkConfig(StrictModel):
-    pub: str = Field(default="tcp://127.0.0.1:5555", pattern=ENDPOINT)  # tcp://HOST:PORT, ipc://PATH
-    control: str = Field(default="tcp://127.0.0.1:5556", pattern=ENDPOINT)
+    pub: str = Field(default=DEFAULT_PUB, pattern=ENDPOINT)  # tcp://HOST:PORT, ipc://PATH
+    control: str = Field(default=DEFAULT_CONTROL, pattern=ENDPOINT)
     hwm: int = Field(default=20, ge=1)
     status_interval_s: float = Field(default=1.0, gt=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
@@ -237,3 +240,12 @@ def load_config(path: str | Path) -> Config:
         cfg = cfg.model_copy(update={"supervisor": cfg.supervisor.model_copy(
             update={"state_dir": default_state_dir(path)})})
     return cfg
+
+
+def load_or_report(path: str | Path) -> Config | None:
+    """The config at `path`, or None after printing what is wrong with it to stderr (for commands)."""
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"invalid config:\n{e}", file=sys.stderr)
+        return None

@@ -23,6 +23,9 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 PROTOCOL_VERSION = 1
+# Where a segmenter publishes and listens by default (NetworkConfig's defaults; clients connect here).
+DEFAULT_PUB = "tcp://127.0.0.1:5555"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5556"
 
 MASKS, FRAME, PROMPT, STATUS = "masks", "frame", "prompt", "status"
 TOPIC_KINDS = (MASKS, FRAME, PROMPT, STATUS)

@@ -12,11 +12,11 @@ import zmq
 
 from rtseg.cli import main as rtseg_main
 from rtseg.client import ControlError, Controller, ControlTimeout, FrameImage, Masks, Subscriber
-from rtseg.control import ControlServer, ErrorCode
+from rtseg.pipeline.control import ControlServer, ErrorCode
 from rtseg.protocol import FrameMessage, MasksMessage, PromptEvent, StatusMessage, encode_rle
-from rtseg.publisher import Publisher
-from tests.test_control import H, LATEST, W, FakeHandler, serving
-from tests.test_publisher import masks_message, warm_up
+from rtseg.pipeline.publisher import Publisher
+from tests.helpers.control import H, LATEST, W, FakeHandler, serving
+from tests.helpers.publishing import masks_message, warm_up
 
 
 @pytest.fixture

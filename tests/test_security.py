@@ -7,7 +7,6 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import zmq
@@ -16,11 +15,11 @@ from zmq.auth.thread import AuthenticationThread
 from rtseg.cli import main as rtseg_main
 from rtseg.client import Controller, ControlTimeout, Masks, Subscriber
 from rtseg.config import SecurityConfig
-from rtseg.control import ControlServer
-from rtseg.publisher import Publisher
+from rtseg.pipeline.control import ControlServer
+from rtseg.pipeline.publisher import Publisher
 from rtseg.security import CurveClient, CurveKeyError, CurveServer, create_key_pair
-from tests.test_control import FakeHandler, serving
-from tests.test_publisher import masks_message
+from tests.helpers.control import FakeHandler, serving
+from tests.helpers.publishing import masks_message
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark rtseg's StreamingPredictor against sam2's official SAM2VideoPredictor.
 
-The same as `rtseg bench`; see rtseg/engine/bench.py and docs/readme/bench_engine.md. Example:
+The same as `rtseg bench`; see rtseg/commands/bench.py (arguments) and rtseg/engine/bench.py (measuring); README "Measured performance". Example:
 
     python tools/bench_engine.py --models sam2.1_hiera_t --objects 1,3 --image-size 512 --frames 20
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtseg.engine import bench
+from rtseg.commands import bench
 
 
 def main(argv: list[str] | None = None) -> int:

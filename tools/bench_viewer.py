@@ -105,7 +105,7 @@ def bench_render(width: int, height: int, objects: int, seconds: float) -> dict:
 # --------------------------------------------------------------------------- stream
 def _producer(ring: str, endpoint_queue: mp.Queue, width: int, height: int, objects: int, fps: float,
               delay_ms: float, go: mp.Event, stop: mp.Event) -> None:
-    from rtseg.publisher import Publisher
+    from rtseg.pipeline.publisher import Publisher
     from rtseg.ring import RingWriter
     from rtseg.sources import Frame
 
@@ -135,7 +135,7 @@ def _producer(ring: str, endpoint_queue: mp.Queue, width: int, height: int, obje
 def bench_stream(width: int, height: int, objects: int, fps: float, seconds: float, delay_ms: float) -> dict:
     from pyqtgraph.Qt import QtCore, QtWidgets
 
-    from rtseg.display import ViewerOptions, build_viewer
+    from rtseg.view.viewer import ViewerOptions, build_viewer
     from rtseg.ring import unlink_ring
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["bench"])
@@ -214,7 +214,7 @@ def main() -> int:
               f"their own masks), ring frames {s['frames_fps']:5.1f}/s, masks {s['masks_fps']:5.1f}/s, "
               f"compose {s['compose_ms'] or 0:.1f} ms, capture->masks received {s['latency_ms'] or 0:.0f} ms: "
               f"{'keeps up' if kept else 'FALLS BEHIND'}")
-    from rtseg.display import release_qt
+    from rtseg.view.viewer import release_qt
 
     release_qt()
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Download official SAM 2.1 checkpoints into checkpoints/ (resumable, verified).
 
-The same as `rtseg download`; see rtseg/engine/download.py and docs/readme/checkpoints.md. Example:
+The same as `rtseg download`; see rtseg/commands/download.py and README "Checkpoints". Example:
 
     python tools/download_checkpoints.py tiny
     python tools/download_checkpoints.py all --dir checkpoints
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
-from rtseg.engine import download  # noqa: E402
+from rtseg.commands import download  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,18 +25,15 @@ themselves are meaningless). On CUDA both run under bf16 autocast, as sam2's exa
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime
 import gc
 import importlib.metadata
-import json
 import logging
 import os
 import platform
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,8 +43,8 @@ import numpy as np
 import psutil
 import torch
 
-from rtseg.engine.build import build_sam2_video_model, resolve_device
-from rtseg.engine.models import ModelSpec, model_spec
+from rtseg.engine.build import build_sam2_video_model
+from rtseg.engine.models import ModelSpec
 from rtseg.engine.predictor import StreamingPredictor
 from rtseg.sources.synthetic import SyntheticScene
 
@@ -90,51 +87,6 @@ class RunResult:
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "fps": self.fps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms}
-
-
-# ------------------------------------------------------------------ arguments
-def _source_size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
-        raise argparse.ArgumentTypeError(
-            f"--source-size {text!r}: expected WIDTHxHEIGHT, at least 16x16, e.g. 1280x720")
-    return int(w), int(h)
-
-
-def _object_counts(text: str) -> list[int]:
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"--objects {text!r}: expected comma-separated counts >= 1, e.g. 1,4")
-    return counts
-
-
-def _model_names(text: str) -> list[ModelSpec]:
-    try:
-        return [model_spec(x.strip()) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--models {text!r}: {e}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=_model_names, default=[model_spec("sam2.1_hiera_t")],
-                        help="comma-separated model names (default: sam2.1_hiera_t)")
-    parser.add_argument("--objects", type=_object_counts, default=[1, 4], help="object counts (default: 1,4)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: the model's 1024)")
-    parser.add_argument("--frames", type=int, default=20, help="frames per run, including frame 0 (default: 20)")
-    parser.add_argument("--warmup", type=int, default=2, help="tracked frames left out of the statistics (default: 2)")
-    parser.add_argument("--source-size", type=_source_size, default=(1280, 720), help="clip size (default: 1280x720)")
-    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
-                        help="official checkpoints here are used when present, else random weights "
-                             "(default: checkpoints)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clip (default: 0)")
-    parser.add_argument("--interleave", action="store_true",
-                        help="alternate the two predictors frame by frame, so that other load on the machine "
-                             "slows both alike (peak memory is then not measured)")
-    parser.add_argument("--json", type=Path, default=None, help="also write every run's numbers here")
 
 
 # ---------------------------------------------------------------- measurement
@@ -420,47 +372,3 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.warmup < 0 or args.frames < args.warmup + 2:
-        log.error("--frames %d with --warmup %d leaves no frame to time: need frames >= warmup + 2",
-                  args.frames, args.warmup)
-        return 2
-    if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
-        log.error("--image-size %d: must be a multiple of 16, at least 64 (default: the model's 1024)", args.image_size)
-        return 2
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as e:
-        log.error("%s", e)
-        return 2
-    results: list[RunResult] = []
-    start_info = machine_info(device)
-    with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
-        clip_dir, ckpt_dir = Path(tmp, "clip"), Path(tmp, "ckpt")
-        clip_dir.mkdir()
-        ckpt_dir.mkdir()
-        try:
-            clip = write_clip(clip_dir, args.frames, args.source_size, max(args.objects), args.seed)
-        except ValueError as e:
-            log.error("%s", e)
-            return 2
-        warm = clip.head(2, Path(tmp, "warm-up"))
-        for spec in args.models:
-            results += bench_model(spec, args, clip, warm, device, ckpt_dir)
-    load = os.getloadavg()
-    print()
-    print(f"{start_info['date']}, {start_info.get('gpu', start_info['cpu'])}, {start_info['cpu_count']} CPUs, "
-          f"load average {start_info['loadavg_1_5_15'][0]:.2f} at start, {load[0]:.2f} at end")
-    mode = ", interleaved" if args.interleave else ""
-    print(f"{device.type}{mode}, source {args.source_size[0]}x{args.source_size[1]}, image_size "
-          f"{results[0].image_size}, {args.frames} frames ({args.warmup} warm-up), "
-          f"peak mem: {results[0].peak_mem_kind}")
-    print(format_table(results))
-    if args.json:
-        report = {"machine": {**start_info, "loadavg_1_5_15_end": load}, "results": [r.as_dict() for r in results]}
-        args.json.write_text(json.dumps(report, indent=2))
-        log.info("wrote %s", args.json)
-    return 0

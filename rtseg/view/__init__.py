@@ -1,4 +1,4 @@
-"""The live viewer's parts (`rtseg view`, entry point in rtseg.display):
+"""The live viewer's parts (`rtseg view`: rtseg.commands.view; the viewer process: viewer.py):
 
 - overlay.py  pure numpy/OpenCV: decode RLE masks, draw translucent masks, outlines, labels
 - objects.py  pure: which object a click goes to, known ids, scores

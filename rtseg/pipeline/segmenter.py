@@ -1,0 +1,330 @@
+"""The segmenter process: frames from the rings -> StreamingPredictor -> masks on ZeroMQ.
+
+One model, one StreamingPredictor state per camera. Each loop turn takes a frame per camera
+by the frame policy (`latest`: the newest, skipped frames counted; `every`: the next, none
+skipped), tracks it, publishes `masks.<camera>` (and `frame.<camera>` when enabled), and
+between frames answers the control socket: prompts are applied here, in this thread, never
+concurrently with tracking. `status` goes out once a second.
+
+A prompt names the capture frame the user clicked on; it is applied to that frame while the
+engine still holds it (`segmenter.recent_frames`), otherwise to the latest frame, and the
+reply says which. Applied prompts go to the prompt log first, so a restarted segmenter
+re-creates every object (from its most recent prompt) on its first frame per camera.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtseg.config import Config
+from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
+from rtseg.engine import PromptError, StreamingPredictor
+from rtseg.pipeline.prompt_log import PromptLog
+from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
+from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
+from rtseg.pipeline.publisher import Publisher
+
+log = logging.getLogger("rtseg.pipeline.segmenter")
+
+LATENCY_WINDOW = 300  # frames in the p50/p99 window of the status message
+
+
+@dataclass
+class CameraPipeline:
+    camera: str
+    reader: Any  # rtseg.ring.RingReader
+    predictor: StreamingPredictor
+    engine_index: OrderedDict[int, int] = field(default_factory=OrderedDict)  # capture index -> engine index
+    latest_frame: Any = None  # the newest tracked rtseg.sources.Frame
+    restore: list = field(default_factory=list)  # logged prompts to re-apply on the first frame
+    frames: int = 0
+    skipped_total: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    frame_times: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def fps(self) -> float:
+        if len(self.frame_times) < 2:
+            return 0.0
+        span = self.frame_times[-1] - self.frame_times[0]
+        return (len(self.frame_times) - 1) / span if span > 0 else 0.0
+
+    def capture_to_engine(self, capture_index: int | None) -> int | None:
+        """The engine frame of a capture frame the engine still holds; None: use the latest."""
+        idx = None if capture_index is None else self.engine_index.get(int(capture_index))
+        return idx if idx is not None and idx in self.predictor.held_frames else None
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+
+
+class Segmenter:
+    """Everything the segmenter process does, callable step by step (tests drive it directly)."""
+
+    def __init__(self, cfg: Config, predictors: dict[str, StreamingPredictor], readers: dict[str, Any],
+                 prompt_log: PromptLog, publisher: Any, device_name: str = "cpu") -> None:
+        self.cfg = cfg
+        self.publisher = publisher
+        self.prompt_log = prompt_log
+        self.device_name = device_name
+        self.cams: dict[str, CameraPipeline] = {
+            cam: CameraPipeline(cam, readers[cam], predictors[cam], restore=prompt_log.latest_prompts(cam))
+            for cam in predictors
+        }
+        self._last_status = 0.0
+        self._started = time.monotonic()
+
+    # --------------------------------------------------------------- frames
+    def _read(self, pipe: CameraPipeline, timeout_s: float):
+        if self.cfg.segmenter.frame_policy == "every":
+            return pipe.reader.next(timeout_s)
+        return pipe.reader.latest(timeout_s)
+
+    def step(self, timeout_s: float = 0.05) -> int:
+        """Track at most one new frame per camera; returns how many frames were processed."""
+        done = 0
+        per_cam_timeout = timeout_s / max(1, len(self.cams))
+        for pipe in self.cams.values():
+            rf = self._read(pipe, per_cam_timeout)
+            if rf is None:
+                continue
+            self._track(pipe, rf)
+            done += 1
+        return done
+
+    def _track(self, pipe: CameraPipeline, rf) -> None:
+        frame = rf.frame
+        t0 = time.monotonic_ns()
+        result = pipe.predictor.track(frame.image)
+        pipe.engine_index[frame.index] = result.frame_index
+        while len(pipe.engine_index) > pipe.predictor.window.history:
+            pipe.engine_index.popitem(last=False)
+        pipe.latest_frame = frame
+        if pipe.restore:
+            result = self._restore_objects(pipe) or result
+        t1 = time.monotonic_ns()
+        pipe.frames += 1
+        pipe.skipped_total += rf.missed
+        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6}
+        msg = MasksMessage.from_arrays(
+            pipe.camera, frame.index, obj_ids=result.obj_ids, masks=result.masks, scores=result.object_scores,
+            boxes=result.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
+            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed)
+        latency["encode"] = (time.monotonic_ns() - t1) / 1e6  # RLE encoding, done by from_arrays
+        self.publisher.publish(dataclasses.replace(msg, latency_ms=latency))
+        pipe.latencies_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
+        pipe.frame_times.append(time.monotonic())
+        self.publisher.publish_frame(pipe.camera, frame.index, frame.image, capture_ns=frame.t_mono_ns,
+                                     capture_wall_ns=frame.t_wall_ns)
+
+    def _restore_objects(self, pipe: CameraPipeline):
+        result = None
+        for p in pipe.restore:
+            try:
+                result = pipe.predictor.add_prompt(p.obj_id, **self._engine_kwargs(p.kind, p.payload))
+                log.info("camera %s: restored object %d from the prompt log (%s)", pipe.camera, p.obj_id, p.kind)
+            except PromptError as e:
+                log.warning("camera %s: could not restore object %d from the prompt log: %s", pipe.camera, p.obj_id, e)
+        pipe.restore = []
+        return result
+
+    # ------------------------------------------- prompts (rtseg.pipeline.control.ControlHandler)
+    @staticmethod
+    def _engine_kwargs(kind: str, payload: dict) -> dict:
+        if kind == "points":
+            return {"points": payload["points"], "labels": payload["labels"]}
+        if kind == "box":
+            return {"box": payload["box"]}
+        if kind == "mask":
+            return {"mask": decode_rle(payload["mask"])}
+        raise PromptError(f"unknown prompt kind {kind!r}")
+
+    def cameras(self) -> list[str]:
+        return list(self.cams)
+
+    def frame_size(self, camera: str) -> tuple[int, int] | None:
+        """(height, width) of the camera's latest tracked frame, None before the first."""
+        f = self.cams[camera].latest_frame
+        return None if f is None else (f.height, f.width)
+
+    def known_objects(self, camera: str) -> list[int]:
+        return self.cams[camera].predictor.obj_ids
+
+    def handle(self, request: ValidatedRequest) -> dict:
+        """Apply a validated control request (the control server calls this between frames)."""
+        try:
+            if request.kind is not None:
+                return self.apply_prompt(request.camera, request.obj_id, request.kind, request.prompt_payload(),
+                                         request.frame_index)
+            if request.type == "remove":
+                return self.remove(request.camera, request.obj_id)
+            if request.type == "reset":
+                return self.reset(request.camera)
+            if request.type == "status":
+                return status_reply(self.status_message())
+        except PromptError as e:
+            raise RequestError(ErrorCode.INVALID_VALUE, str(e)) from None
+        raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unsupported request type {request.type!r}")
+
+    def apply_prompt(self, camera: str, obj_id: int, kind: str, payload: dict, frame_index: int | None) -> dict:
+        """Apply a prompt to the clicked frame if still held, else the latest; log it; reply fields."""
+        pipe = self.cams[camera]
+        if pipe.latest_frame is None:
+            raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
+                                           **self._engine_kwargs(kind, payload))
+        self.prompt_log.add(camera, obj_id, kind, payload)
+        applied = next(c for c, e in pipe.engine_index.items() if e == result.frame_index)
+        k = result.obj_ids.index(obj_id)
+        obj = {"score": float(result.object_scores[k]), "area": int(result.masks[k].sum()),
+               "box": [float(v) for v in result.boxes[k]]}
+        return prompt_reply(frame_index=applied, requested_frame_index=frame_index, obj_ids=result.obj_ids, obj=obj)
+
+    def remove(self, camera: str, obj_id: int) -> dict:
+        self.cams[camera].predictor.remove_object(obj_id)
+        self.prompt_log.remove(camera, obj_id)
+        return {"obj_ids": self.known_objects(camera)}
+
+    def reset(self, camera: str) -> dict:
+        pipe = self.cams[camera]
+        pipe.predictor.reset()
+        pipe.engine_index.clear()
+        pipe.latest_frame = None
+        self.prompt_log.reset(camera)
+        return {"obj_ids": []}
+
+    # --------------------------------------------------------------- status
+    def status_message(self) -> StatusMessage:
+        cams = {}
+        for name, pipe in self.cams.items():
+            st = pipe.reader.source_state()
+            source = st.status if st.status != "reconnecting" else f"reconnecting (attempt {st.attempt})"
+            cams[name] = CameraStatus(
+                fps=round(pipe.fps(), 2),
+                latency_p50_ms=round(percentile(pipe.latencies_ms, 50), 2) if pipe.latencies_ms else None,
+                latency_p99_ms=round(percentile(pipe.latencies_ms, 99), 2) if pipe.latencies_ms else None,
+                frames_processed=pipe.frames,
+                frames_skipped=pipe.skipped_total,
+                frame_index=None if pipe.latest_frame is None else pipe.latest_frame.index,
+                obj_ids=tuple(pipe.predictor.obj_ids),
+                source_state=source,
+            )
+        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(), publisher=self.publisher.stats(),
+                             device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
+
+    def maybe_publish_status(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status >= self.cfg.network.status_interval_s:
+            self._last_status = now
+            self.publisher.publish(self.status_message())
+
+
+def gpu_memory() -> dict | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"allocated_bytes": torch.cuda.memory_allocated(), "peak_bytes": torch.cuda.max_memory_allocated(),
+            "reserved_bytes": torch.cuda.memory_reserved()}
+
+
+def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPredictor], str]:
+    """One model shared by one StreamingPredictor per camera."""
+    from rtseg.engine.build import build_sam2_video_model, resolve_device
+    from rtseg.engine.models import model_spec
+
+    device = resolve_device(cfg.model.device)
+    model = build_sam2_video_model(model_spec(cfg.model.name), None if checkpoint is None else Path(checkpoint),
+                                   device, cfg.model.image_size)
+    if device.type == "cpu" and model.image_size > 512:
+        log.warning("SAM 2 at image_size %d on the CPU takes seconds per frame; for a quick look set "
+                    "model.image_size: 256 (configs/demo-cpu.yaml), for real use run on a GPU", model.image_size)
+    preds = {
+        cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
+                                   history=cfg.segmenter.recent_frames)
+        for cam in cfg.cameras
+    }
+    return preds, str(device)
+
+
+def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
+                   heartbeat: Any, log_queue: Any) -> None:
+    """Process entry point (spawned by the supervisor).
+
+    Emits: masks.<camera>, frame.<camera> (optional), status. Reacts to: control requests
+    add_points, add_box, add_mask, remove, reset, list, status.
+    """
+    stop_on_sigterm(stop_event.set)
+    setup_child_logging(log_queue, cfg.log_level)
+    try:
+        run_segmenter(cfg, checkpoint, ring_names, stop_event, heartbeat)
+    except FatalError as e:
+        log.error("%s", e)
+        raise SystemExit(EXIT_FATAL) from None
+
+
+class FatalError(RuntimeError):
+    """Restarting cannot help (bad checkpoint, port in use...)."""
+
+
+def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any, heartbeat: Any,
+                        control: ControlServer) -> None:
+    """`every` policy: hold the first frame until someone subscribes to masks (or timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while not publisher.subscribed(b"masks.") and time.monotonic() < deadline and not stop_event.is_set():
+        if heartbeat is not None:
+            heartbeat.value = time.time()
+        control.poll_once(20)
+    if not publisher.subscribed(b"masks."):
+        log.warning("no masks subscriber after %.0f s: starting anyway", timeout_s)
+
+
+def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
+                  heartbeat: Any = None) -> None:
+    from rtseg.engine.checkpoints import CheckpointError
+    from rtseg.ring import RingReader
+    from rtseg.security import CurveServer
+
+    try:
+        predictors, device = build_predictors(cfg, checkpoint)
+    except CheckpointError as e:
+        raise FatalError(str(e)) from None
+    except RuntimeError as e:
+        if "CUDA" not in str(e):
+            raise
+        raise FatalError(str(e)) from None  # device: cuda on a machine without one
+    consumer = cfg.segmenter.frame_policy == "every"  # a paced capture waits for this reader
+    readers = {cam: RingReader(name, wait_s=30.0, consumer=consumer) for cam, name in ring_names.items()}
+    curve = CurveServer.from_config(cfg.security)
+    try:
+        publisher = Publisher.from_config(cfg.network, curve=curve)
+        seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
+                        publisher, device)
+        control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
+    except OSError as e:  # an endpoint in use: a restart will not free it
+        raise FatalError(str(e)) from None
+    log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
+    try:
+        if consumer:
+            wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
+        while not stop_event.is_set():
+            if heartbeat is not None:
+                heartbeat.value = time.time()
+            processed = seg.step(timeout_s=0.02)
+            control.poll_once(0 if processed else 5)
+            seg.maybe_publish_status()
+    finally:
+        control.close()
+        publisher.close()
+        if curve is not None:
+            curve.stop()
+        for r in readers.values():
+            r.close()
+        log.info("segmenter stopped")

@@ -1,0 +1,30 @@
+"""Publishing on real sockets in tests: a small masks message and the slow-joiner warm-up."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from rtseg.client import Subscriber
+from rtseg.pipeline.publisher import Publisher
+from rtseg.protocol import MasksMessage
+
+
+def masks_message(camera: str, h: int = 24, w: int = 32, noise: bool = False) -> MasksMessage:
+    rng = np.random.default_rng(1)
+    mask = rng.random((1, h, w)) < 0.5 if noise else np.ones((1, h, w), bool)
+    return MasksMessage.from_arrays(camera, 1, obj_ids=[1], masks=mask, scores=[1.0],
+                                    boxes=np.array([[0, 0, w - 1, h - 1]]), capture_ns=1, capture_wall_ns=2,
+                                    processed_ns=3)
+
+
+def warm_up(pub: Publisher, subscribers: list[Subscriber]) -> None:
+    """Publish on camera "warm" until every subscriber has one (ZeroMQ's slow joiner)."""
+    waiting = set(range(len(subscribers)))
+    deadline = time.monotonic() + 10
+    while waiting and time.monotonic() < deadline:
+        pub.publish(masks_message("warm"))
+        for i in list(waiting):
+            if subscribers[i].recv(timeout=0.02) is not None:
+                waiting.discard(i)
+    assert not waiting, "subscribers never connected"
