@@ -140,6 +140,17 @@ class RecorderConfig(StrictModel):
     fsync_interval_s: float = Field(default=1.0, ge=0)  # power loss loses at most this much; 0: every record
 
 
+class FoxgloveConfig(StrictModel):
+    """The live Foxglove WebSocket server `rtseg run` starts as its `foxglove` child."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # 0.0.0.0: every interface (Foxglove has no authentication: trusted networks only)
+    port: int = Field(default=8765, ge=0, le=65535)
+    frames: Literal["ring", "topic"] = "ring"  # ring: the cameras' shared memory; topic: network.frame_topic
+    fps: float = Field(default=10.0, gt=0, le=120)  # ring frames sent per second and camera, at most
+    quality: int = Field(default=80, ge=1, le=100)  # JPEG quality of ring frames
+
+
 class SupervisorConfig(StrictModel):
     heartbeat_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
@@ -159,6 +170,7 @@ class Config(StrictModel):
     security: SecurityConfig = SecurityConfig()
     viewer: ViewerConfig = ViewerConfig()
     recorder: RecorderConfig = RecorderConfig()
+    foxglove: FoxgloveConfig = FoxgloveConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
