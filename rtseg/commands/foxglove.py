@@ -59,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(0.5):
+            pass
     finally:
         bridge.stop()
     return EXIT_OK
