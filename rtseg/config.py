@@ -137,6 +137,8 @@ class RecorderConfig(StrictModel):
     retention_gb: float | None = Field(default=None, gt=0)
     retention_hours: float | None = Field(default=None, gt=0)
     video: Literal["none", "raw", "overlay"] = "none"  # MP4 per segment from the frame topic
+    frames: bool = False  # record the frame topic even without MP4 (video raw/overlay records it anyway)
+    foxglove: bool = True  # also write Foxglove channels (CompressedImage, ImageAnnotations, JSON) per record
     fsync_interval_s: float = Field(default=1.0, ge=0)  # power loss loses at most this much; 0: every record
 
 

@@ -33,6 +33,8 @@ STATUS_TOPIC = "/rtseg/status"
 FILL_ALPHA = 0.35  # polygon fill opacity in Foxglove's Image panel
 OUTLINE_PX = 2.0
 FONT_PX = 14.0
+MAX_POLYGONS = 32  # per object
+MAX_POINTS = 1000  # per polygon: a ragged outline is simplified further
 SIMPLIFY_PX = 0.75  # polygon simplification (Douglas-Peucker); vertices stay on mask pixels
 
 
@@ -102,16 +104,21 @@ def _color(rgb: tuple[int, int, int], alpha: float) -> Any:
 
 
 def outline_polygons(obj: DecodedObject, simplify_px: float = SIMPLIFY_PX) -> list[np.ndarray]:
-    """The outer outline of each connected part of the object's mask, as (K, 2) float arrays
+    """The outer outline of each connected part (the MAX_POLYGONS largest) of the object's mask, as (K, 2) float arrays
     of source-pixel coordinates (x, y) in Foxglove's convention (0, 0 is the top-left corner
     of the top-left pixel): every vertex is the centre of a mask pixel on the border."""
     if obj.crop.size == 0:
         return []
     contours, _ = cv2.findContours(obj.crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) > MAX_POLYGONS:  # a speckled mask: its largest parts only, so messages stay small
+        contours = sorted(contours, key=cv2.contourArea, reverse=True)[:MAX_POLYGONS]
     polygons = []
     for c in contours:
-        if simplify_px > 0 and len(c) > 4:
-            c = cv2.approxPolyDP(c, simplify_px, True)
+        epsilon, simplified = simplify_px, c
+        while epsilon > 0 and len(c) > 4 and (epsilon == simplify_px or len(simplified) > MAX_POINTS):
+            simplified = cv2.approxPolyDP(c, epsilon, True)  # its vertices are points of the contour
+            epsilon *= 2
+        c = simplified
         points = c.reshape(-1, 2).astype(np.float64) + (obj.x0 + 0.5, obj.y0 + 0.5)
         polygons.append(points)
     return polygons
