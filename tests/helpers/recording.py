@@ -80,7 +80,7 @@ def write_recording(folder: Path, frames: int, *, cameras=("cam",), with_frames:
         for cam in cameras:
             msgs = [masks_message(i, cam, wall_ns=t0 + i * step_ns)]
             if with_frames:
-                msgs.append(frame_message(i, cam))
+                msgs.append(frame_message(i, cam, wall_ns=t0 + i * step_ns))
             if i == 2:
                 msgs.append(prompt_event(i, cam))
             for msg in msgs:
