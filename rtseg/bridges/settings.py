@@ -3,6 +3,8 @@ command-line options both share and how they resolve against a config."""
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,15 @@ def _curve(args: argparse.Namespace, cfg: Config | None) -> Any:
         return CurveClient.from_files(args.client_key, args.server_key)
     except (CurveKeyError, OSError) as e:
         raise SettingsError(f"cannot load CURVE keys: {e}") from None
+
+
+def serve_until_signal(stop_server: Any) -> None:
+    """Block until SIGINT or SIGTERM, then call `stop_server()` (the commands' main loop)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        stop_server()

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from rtseg.bridges.foxglove import DEFAULT_PORT, FoxgloveBridge
-from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings
+from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings, serve_until_signal
 from rtseg.proc import EXIT_FATAL, EXIT_OK
 
 DESCRIPTION = f"""\
@@ -55,12 +53,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
     print(f"serving Foxglove on ws://{host}:{bridge.port}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        bridge.stop()
+    serve_until_signal(bridge.stop)
     return EXIT_OK

@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 from rtseg.bridges.mjpeg import DEFAULT_PORT, MjpegServer
-from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings
+from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings, serve_until_signal
 from rtseg.proc import EXIT_FATAL, EXIT_OK
 
 DESCRIPTION = f"""\
@@ -59,12 +57,5 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     server.start()
     print(f"streaming on http://{args.host}:{server.port}/ ({', '.join(server.cameras)})", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
+    serve_until_signal(server.stop)
     return EXIT_OK

@@ -21,19 +21,9 @@ from rtseg.sources.base import Frame
 from rtseg.view.overlay import object_color
 from tests.helpers.foxglove_checks import assert_polygons_on_masks, metadata
 from tests.helpers.foxglove_client import FoxgloveClient
-from tests.helpers.recording import PublishingThread
 from tests.helpers.scene import SceneThread
 
-H, W = 96, 128
-
-
-@pytest.fixture
-def publishing():
-    pt = PublishingThread(rate_hz=20, frames=True, h=H, w=W)
-    pt.start()
-    assert pt.ready.wait(10) and pt.error is None
-    yield pt
-    pt.stop()
+H, W = 96, 128  # the `publishing` fixture's frame size (conftest.py)
 
 
 def test_foxglove_client_sees_video_masks_events_and_status(publishing):
