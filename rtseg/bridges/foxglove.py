@@ -203,6 +203,9 @@ def bridge_main(cfg: Any, ring_names: dict[str, str], stop_event: Any, heartbeat
     stop_on_sigterm(stop_event.set)
     setup_child_logging(log_queue, cfg.log_level)
     fx = cfg.foxglove
+    if fx.frames == "topic" and not cfg.network.frame_topic.enabled:
+        log.warning("foxglove.frames is 'topic' but network.frame_topic.enabled is false: Foxglove gets masks "
+                    "without video (enable the frame topic, or use frames: ring on this host)")
     try:
         curve = pipeline_client(cfg.security)
         bridge = FoxgloveBridge(connectable(cfg.network.pub), cameras=[c.id for c in cfg.cameras],
