@@ -70,6 +70,12 @@ def test_old_protocol_name_alone_is_refused(publishing):
             FoxgloveClient(f"ws://127.0.0.1:{bridge.port}", subprotocols=["foxglove.websocket.v1"])
 
 
+def test_a_port_in_use_is_an_error_that_names_it():
+    with FoxgloveBridge("tcp://127.0.0.1:1", cameras=["cam"], port=0) as first:
+        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}.*in use"):
+            FoxgloveBridge("tcp://127.0.0.1:1", cameras=["cam"], port=first.port).start()
+
+
 def test_ring_frames_are_encoded_only_while_someone_watches():
     ring = f"fx-{uuid.uuid4().hex[:8]}"
     with RingWriter(ring, slots=4, source_id="cam") as writer:
