@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 
 from rtseg.config import CameraConfig, ReconnectConfig
-from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging
+from rtseg.proc import EXIT_FATAL, EXIT_OK, StopFlag, setup_child_logging
 from rtseg.ring import RingWriter, remove_if_stale
 from rtseg.sources import SourceError, open_source, redact_url, scrub
 
@@ -155,8 +155,6 @@ def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_qu
         reader.start()
         while not stop_event.is_set() and (reader.is_alive() or reader.final == "ended"):
             writer.heartbeat()
-            # not stop_event.wait(): a process killed while waiting on a multiprocessing.Event
-            # leaves it broken, and the next set() would hang forever
             time.sleep(HEARTBEAT_S)
     finally:
         reader.stop.set()
@@ -168,15 +166,15 @@ def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_qu
 
 
 def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any = None,
-                 log_queue: Any = None, log_level: str = "INFO") -> None:
+                 log_endpoint: str | None = None, log_level: str = "INFO") -> None:
     """Entry point of a spawned capture process: SIGTERM stops it cleanly, log records go to
-    log_queue (one listener for all processes) when given; exits 0 (stopped, ended) or 2 (failed)."""
+    the supervisor's LogListener at log_endpoint when given; exits 0 (stopped, ended) or 2 (failed)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # run the finally blocks: close and remove the ring
     # OpenCV's own "[ WARN] ... can't be used to capture by name" lines add nothing to our
     # SourceError messages; FFmpeg's error lines (no credentials in them) stay.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    if log_queue is not None:
-        setup_child_logging(log_queue, log_level)
+    if log_endpoint is not None:
+        setup_child_logging(log_endpoint, log_level)
     final = run_capture(camera, ring_name, stop_event, status_queue)
     raise SystemExit(EXIT_FATAL if final == "failed" else EXIT_OK)
 
@@ -187,14 +185,14 @@ class CaptureProcess:
     SIGTERM/SIGKILL if it does not, and reclaims the ring's segments if it died uncleanly."""
 
     def __init__(self, camera: CameraConfig, ring_name: str | None = None, *, status_queue: Any = None,
-                 log_queue: Any = None, ctx: Any = None) -> None:
+                 log_endpoint: str | None = None, ctx: Any = None) -> None:
         self.camera = camera
         self.ring_name = ring_name or camera.id
         ctx = ctx or mp.get_context("spawn")
-        self.stop_event = ctx.Event()
+        self.stop_event = StopFlag(ctx)
         self.process = ctx.Process(
             target=capture_main,
-            args=(camera, self.ring_name, self.stop_event, status_queue, log_queue),
+            args=(camera, self.ring_name, self.stop_event, status_queue, log_endpoint),
             name=f"capture-{camera.id}",
             daemon=True,
         )

@@ -255,14 +255,14 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
 
 
 def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                   heartbeat: Any, log_queue: Any) -> None:
+                   heartbeat: Any, log_endpoint: str | None) -> None:
     """Process entry point (spawned by the supervisor).
 
     Emits: masks.<camera>, frame.<camera> (optional), status. Reacts to: control requests
     add_points, add_box, add_mask, remove, reset, list, status.
     """
     stop_on_sigterm(stop_event.set)
-    setup_child_logging(log_queue, cfg.log_level)
+    setup_child_logging(log_endpoint, cfg.log_level)
     try:
         run_segmenter(cfg, checkpoint, ring_names, stop_event, heartbeat)
     except FatalError as e:

@@ -5,14 +5,15 @@ Children (all `spawn`ed, each named): `capture-<camera>` per camera, `segmenter`
 dies or stops beating is restarted, at most `supervisor.restart_budget` times per
 `restart_window_s` (then the whole pipeline stops with an error). A child that exits with
 EXIT_FATAL (bad config, missing weights, a file that cannot be read) is not restarted.
-SIGINT/SIGTERM stop everything within `shutdown_timeout_s`: stop event, then SIGTERM, then
-SIGKILL; shared-memory rings are removed even after a kill.
+SIGINT/SIGTERM stop everything within `shutdown_timeout_s`, whatever the children did: stop
+flag, then SIGTERM, then SIGKILL; shared-memory rings are removed even after a kill. Nothing
+the supervisor shares with its children has a lock a killed child could keep (rtseg.proc):
+child logs arrive through a `LogListener`, the stop request is a `StopFlag`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import multiprocessing as mp
 import os
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtseg.config import Config
-from rtseg.proc import EXIT_FATAL, EXIT_OK, ring_name_for
+from rtseg.proc import EXIT_FATAL, EXIT_OK, LogListener, StopFlag, ring_name_for
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -53,8 +54,8 @@ class Supervisor:
         self.run_id = run_id or f"rtseg{os.getpid()}"
         self.headless = headless
         self.ctx = mp.get_context("spawn")
-        self.stop_event = self.ctx.Event()
-        self.log_queue = self.ctx.Queue()
+        self.stop_event = StopFlag(self.ctx)
+        self.logs: LogListener | None = None  # started by run()
         self.children: list[Child] = []
         self._stopping = threading.Event()
         self.exit_code = EXIT_OK
@@ -73,16 +74,16 @@ class Supervisor:
             cam = cam.model_copy(update={"paced": paced}) if paced else cam
             ring = ring_name_for(self.run_id, cam.id)
             children.append(Child(f"capture-{cam.id}", capture_main,
-                                  (cam, ring, self.stop_event, None, self.log_queue, self.cfg.log_level), ring_name=ring))
+                                  (cam, ring, self.stop_event, None, self.logs.endpoint, self.cfg.log_level), ring_name=ring))
         hb = self.ctx.Value("d", 0.0, lock=False)
         children.append(Child("segmenter", segmenter_main,
-                              (self.cfg, self.checkpoint, self.ring_names(), self.stop_event, hb, self.log_queue),
+                              (self.cfg, self.checkpoint, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
                               heartbeat=hb))
         if self.cfg.recorder.enabled:
             from rtseg.recording.recorder import recorder_main
 
             hb = self.ctx.Value("d", 0.0, lock=False)
-            children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.log_queue),
+            children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.logs.endpoint),
                                   heartbeat=hb, essential=False))
         if self.cfg.foxglove.enabled:
             from rtseg.bridges.foxglove import bridge_main
@@ -94,7 +95,7 @@ class Supervisor:
             from rtseg.view.viewer import viewer_main
 
             hb = self.ctx.Value("d", 0.0, lock=False)
-            children.append(Child("viewer", viewer_main, (self.cfg, self.ring_names(), self.stop_event, hb, self.log_queue),
+            children.append(Child("viewer", viewer_main, (self.cfg, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
                                   heartbeat=hb, restartable=False, essential=False))
         return children
 
@@ -185,9 +186,7 @@ class Supervisor:
                 self._restart_or_fail(child, "hung")
 
     def run(self) -> int:
-        listener = logging.handlers.QueueListener(self.log_queue, *logging.getLogger().handlers,
-                                                  respect_handler_level=True)
-        listener.start()
+        self.logs = LogListener().start()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             from rtseg.ring import cleanup_stale
@@ -204,7 +203,7 @@ class Supervisor:
             self.shutdown()
             for s, h in old.items():
                 signal.signal(s, h)
-            listener.stop()
+            self.logs.stop()
         return self.exit_code
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -216,20 +215,23 @@ class Supervisor:
         self._stopping.set()
 
     def shutdown(self) -> None:
+        """Stop flag; SIGTERM at 50% of shutdown_timeout_s; SIGKILL at 75%; what is left at 90%
+        is not waited for (a process in uninterruptible sleep)."""
         self.stop_event.set()
-        deadline = time.monotonic() + self.cfg.supervisor.shutdown_timeout_s * 0.6
+        t0, budget = time.monotonic(), self.cfg.supervisor.shutdown_timeout_s
         procs = [c.process for c in self.children if c.process is not None]
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for signal_name in ("SIGTERM", "SIGKILL"):
+        for fraction, signal_name in ((0.5, "SIGTERM"), (0.75, "SIGKILL"), (0.9, None)):
+            for p in procs:
+                p.join(max(0.0, t0 + budget * fraction - time.monotonic()))
             alive = [p for p in procs if p.is_alive()]
             if not alive:
                 break
             for p in alive:
+                if signal_name is None:
+                    log.error("%s (pid %d) did not die on SIGKILL; leaving it", p.name, p.pid)
+                    continue
                 log.warning("%s (pid %d) still running after the stop request: sending %s", p.name, p.pid, signal_name)
                 p.terminate() if signal_name == "SIGTERM" else p.kill()
-            for p in alive:
-                p.join(1.0)
         from rtseg.ring import unlink_ring
 
         for name in self.ring_names().values():

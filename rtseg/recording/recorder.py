@@ -221,11 +221,11 @@ class Recorder:
                 self._lock_fd = -1
 
 
-def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
+def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_endpoint: str | None) -> None:
     """Process entry point (spawned by the supervisor); exits EXIT_FATAL when the folder
     cannot be written. Reacts to / emits: see the module doc."""
     stop_on_sigterm(stop_event.set)
-    setup_child_logging(log_queue, cfg.log_level)
+    setup_child_logging(log_endpoint, cfg.log_level)
 
     def beat() -> None:
         heartbeat.value = time.time()

@@ -251,11 +251,11 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
     return EXIT_OK
 
 
-def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
+def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_endpoint: str | None) -> None:
     """Entry point of the viewer process of `rtseg run`: beats `heartbeat` (time.time(),
     five times a second), closes when `stop_event` is set, exits 0 when the window closes
     (the supervisor then stops the pipeline) and 2 when it cannot start."""
-    setup_child_logging(log_queue, cfg.log_level)
+    setup_child_logging(log_endpoint, cfg.log_level)
     terminated = threading.Event()
     stop_on_sigterm(terminated.set)
     try:
@@ -267,8 +267,6 @@ def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartb
         log.error("viewer cannot start: no display (DISPLAY / WAYLAND_DISPLAY unset); run `rtseg run --headless` "
                   "and `rtseg view` where there is a screen, or set viewer.enabled: false")
         raise SystemExit(EXIT_FATAL)
-    # polled, never waited on: a process killed while waiting on a multiprocessing.Event
-    # leaves it broken for the supervisor
     code = run_viewer(options, should_stop=lambda: terminated.is_set() or stop_event.is_set(), heartbeat=heartbeat)
     release_qt()
     log.info("viewer closed")

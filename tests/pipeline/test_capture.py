@@ -17,6 +17,7 @@ import pytest
 
 from rtseg.pipeline.capture import CaptureProcess, backoff_delay, run_capture
 from rtseg.config import CameraConfig, ReconnectConfig
+from rtseg.proc import LogListener
 from rtseg.ring import RingReader, ring_segments, unlink_ring
 from tests.helpers.rtsp_server import RtspServer, rtsp_server  # noqa: F401
 from tests.helpers.net import free_port
@@ -111,8 +112,9 @@ def test_unreachable_camera_retries_then_gives_up_without_leaking_credentials(
         ring: str, capfd: pytest.CaptureFixture[str]) -> None:
     url = f"rtsp://admin:{PASSWORD}@127.0.0.1:{free_port()}/live"
     cam = camera(url, open_timeout_s=2, reconnect=ReconnectConfig(initial_s=0.1, factor=2, max_s=0.2, max_attempts=3))
-    events, logs = CTX.Queue(), CTX.Queue()
-    with CaptureProcess(cam, ring, status_queue=events, log_queue=logs) as proc, \
+    events, records = CTX.Queue(), []
+    with LogListener(records.append) as logs, \
+            CaptureProcess(cam, ring, status_queue=events, log_endpoint=logs.endpoint) as proc, \
             RingReader(ring, wait_s=15) as reader:
         seen: list[dict] = []
         wait_for(events, lambda e: e["event"] == "reconnecting" and e["attempt"] == 2, 20, seen)
@@ -123,15 +125,10 @@ def test_unreachable_camera_retries_then_gives_up_without_leaking_credentials(
         proc.process.join(10)
         assert proc.exitcode == 2
     assert [e["attempt"] for e in seen if e["event"] == "reconnecting"] == [1, 2, 3]
-    records = []
-    while True:
-        try:
-            records.append(logs.get(timeout=0.5).getMessage())
-        except queue.Empty:
-            break
+    messages = [r.getMessage() for r in records]
     out, err = capfd.readouterr()
-    everything = "\n".join([repr(seen), state.message, *records, out, err])
-    assert any("reconnecting attempt 3" in r for r in records)
+    everything = "\n".join([repr(seen), state.message, *messages, out, err])
+    assert any("reconnecting attempt 3" in m for m in messages)
     assert "rtsp://***@127.0.0.1" in everything
     assert PASSWORD not in everything and "admin" not in everything
 

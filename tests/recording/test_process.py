@@ -6,7 +6,6 @@ import contextlib
 import errno
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from rtseg.client import Subscriber
 from rtseg.config import Config, RecorderConfig
+from rtseg.proc import LogListener, StopFlag
 from rtseg.protocol import MasksMessage, PromptEvent, StatusMessage
 from rtseg.recording.recorder import Recorder, recorder_main
 from rtseg.recording import SegmentScan, iter_segment, list_segments, read_records
@@ -248,8 +248,10 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
     cfg = Config.model_validate({"cameras": [{"id": "cam", "source": "synthetic://64x48"}],
                                  "network": {"pub": pub.endpoint},
                                  "recorder": {"enabled": True, "directory": str(tmp_path / "rec")}})
-    stop_event, heartbeat, log_queue = ctx.Event(), ctx.Value("d", 0.0, lock=False), ctx.Queue()
-    proc = ctx.Process(target=recorder_main, args=(cfg, stop_event, heartbeat, log_queue), name="recorder")
+    records = []
+    logs = LogListener(records.append).start()
+    stop_event, heartbeat = StopFlag(ctx), ctx.Value("d", 0.0, lock=False)
+    proc = ctx.Process(target=recorder_main, args=(cfg, stop_event, heartbeat, logs.endpoint), name="recorder")
     proc.start()
     try:
         wait_for(lambda: heartbeat.value > 0, 30, "the first heartbeat")
@@ -266,13 +268,9 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
         if proc.is_alive():
             proc.kill()
         pub.stop()
+        logs.stop()
     assert [p.suffix for p in list_segments(tmp_path / "rec")] == [".mcap"]  # closed on stop
-    logged = []
-    while True:
-        try:
-            logged.append(log_queue.get(timeout=1).getMessage())
-        except queue.Empty:
-            break
+    logged = [r.getMessage() for r in records]
     assert any("recording masks/prompt/status" in m for m in logged)
     assert any(isinstance(r.message(), PromptEvent) for r in read_records(tmp_path / "rec"))
 
@@ -284,7 +282,7 @@ def test_supervisor_entry_point_exits_fatal_on_an_unwritable_folder(tmp_path):
         cfg = Config.model_validate({"cameras": [{"id": "cam", "source": "synthetic://64x48"}],
                                      "network": {"pub": "tcp://127.0.0.1:1"},
                                      "recorder": {"enabled": True, "directory": str(rec_dir)}})
-        stop_event, heartbeat = ctx.Event(), ctx.Value("d", 0.0, lock=False)
+        stop_event, heartbeat = StopFlag(ctx), ctx.Value("d", 0.0, lock=False)
         proc = ctx.Process(target=recorder_main, args=(cfg, stop_event, heartbeat, None))
         proc.start()
         proc.join(30)
