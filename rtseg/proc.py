@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -204,6 +205,28 @@ def _handle_here(record: logging.LogRecord) -> None:
     logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
+
+
+def run_entry(target: str, *args: Any) -> None:
+    """A child's entry point named "module:function", imported in the child: the supervisor
+    itself never imports torch (whose teardown alone takes seconds at exit)."""
+    import importlib
+
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name)(*args)
+
+
+def exit_now(code: int) -> None:
+    """End a child process that has cleaned up after itself: hand over the last log records,
+    flush stdout/stderr, and skip the interpreter's teardown (seconds for a process that holds
+    a torch model, which a stop request must not wait for)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 def stop_on_sigterm(on_stop: Callable[[], Any]) -> None:

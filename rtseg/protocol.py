@@ -28,6 +28,8 @@ DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5556"
 
 MASKS, FRAME, PROMPT, STATUS = "masks", "frame", "prompt", "status"
+# what `status` says of a camera's capture (docs/PROTOCOL.md); nothing else appears there
+SOURCE_STATES = ("unknown", "starting", "connected", "lost", "reconnecting", "ended", "stopped", "failed")
 TOPIC_KINDS = (MASKS, FRAME, PROMPT, STATUS)
 
 
@@ -335,7 +337,10 @@ class CameraStatus:
     frames_skipped: int = 0
     frame_index: int | None = None  # latest processed frame
     obj_ids: tuple[int, ...] = ()
-    source_state: str = "unknown"  # the ring's capture status: connected, lost, reconnecting, ended ...
+    # the capture status, one of SOURCE_STATES; the attempt and the reason travel beside it
+    source_state: str = "unknown"
+    source_attempt: int = 0  # reconnect attempt while `reconnecting`, else 0
+    source_message: str = ""  # why (lost, reconnecting, failed), credentials redacted
 
 
 @dataclass(frozen=True)

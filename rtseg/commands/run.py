@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rtseg.config import Config
 from rtseg.pipeline.supervisor import Supervisor
+from rtseg.proc import exit_now
 
 log = logging.getLogger("rtseg.run")
 
@@ -73,4 +74,8 @@ def main(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(cfg, args.weights)
     if args.weights == "random":
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": "random"})})
-    return Supervisor(cfg, checkpoint=checkpoint, headless=args.headless).run()
+    code = Supervisor(cfg, checkpoint=checkpoint, headless=args.headless).run()
+    # everything is stopped and cleaned up; skip the interpreter's teardown, which takes seconds
+    # once torch is imported (the config names a model) and counts against shutdown_timeout_s
+    exit_now(code)
+    return code

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -50,7 +51,7 @@ class FrameRateLimiter:
 
 class Publisher:
     """Binds a PUB socket at `endpoint` ("tcp://127.0.0.1:*" picks a free port; see
-    `.endpoint`). Not thread-safe: publish from the thread that owns it."""
+    `.endpoint`). Thread-safe: the segmenter's loop and its status thread both publish."""
 
     def __init__(self, endpoint: str, *, hwm: int = 20, frame_fps: float | None = None, frame_quality: int = 80,
                  curve: CurveServer | None = None, context: zmq.Context | None = None):
@@ -63,6 +64,8 @@ class Publisher:
                                                          what="publisher", config_key="network.pub",
                                                          options={zmq.SNDHWM: hwm})
         self._subscriptions: Counter[bytes] = Counter()
+        self._lock = threading.Lock()  # one thread at a time on the socket and the counters
+        self._closed = False
         log.info("publishing on %s (hwm %d%s)", self.endpoint, hwm, ", CURVE" if curve else "")
 
     @classmethod
@@ -76,6 +79,12 @@ class Publisher:
         """Stamp `seq` and `published_ns`, serialize every part, then send without blocking.
         Returns False if the socket refused the message (counted as `dropped`). Raises
         (having sent nothing) if the message cannot be serialized: that is a bug upstream."""
+        with self._lock:
+            return self._publish(msg)
+
+    def _publish(self, msg: Message) -> bool:
+        if self._closed:
+            return False
         topic_kind = msg.TYPE
         key = f"{topic_kind}.{msg.camera}".encode() if msg.camera else topic_kind.encode()
         stamped = dataclasses.replace(msg, seq=self._seq[key], published_ns=time.monotonic_ns())
@@ -116,7 +125,11 @@ class Publisher:
     def subscribed(self, prefix: bytes = b"masks.") -> bool:
         """Whether some subscriber has a subscription starting with `prefix` (reads the
         subscribe/unsubscribe notices waiting on the socket; never blocks)."""
-        while True:
+        with self._lock:
+            return self._subscribed(prefix)
+
+    def _subscribed(self, prefix: bytes) -> bool:
+        while not self._closed:
             try:
                 note = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -128,10 +141,13 @@ class Publisher:
     def stats(self) -> dict[str, int]:
         """sent, sent.<kind>, dropped (refused by the socket), frames_rate_limited,
         serialize_errors. Per-subscriber losses are invisible here: see the module doc."""
-        return {"sent": 0, "dropped": 0, "frames_rate_limited": 0, "serialize_errors": 0, **self._stats}
+        with self._lock:
+            return {"sent": 0, "dropped": 0, "frames_rate_limited": 0, "serialize_errors": 0, **self._stats}
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        with self._lock:
+            self._closed = True
+            self._socket.close(linger=0)
 
     def __enter__(self) -> Publisher:
         return self

@@ -4,7 +4,9 @@ One model, one StreamingPredictor state per camera. Each loop turn takes a frame
 by the frame policy (`latest`: the newest, skipped frames counted; `every`: the next, none
 skipped), tracks it, publishes `masks.<camera>` (and `frame.<camera>` when enabled), and
 between frames answers the control socket: prompts are applied here, in this thread, never
-concurrently with tracking. `status` goes out once a second.
+concurrently with tracking. `status` goes out every `network.status_interval_s` from a thread
+beside the loop (rtseg.pipeline.pulse), on time however long a frame takes; a stop request
+abandons the frame in progress.
 
 A prompt names the capture frame the user clicked on; it is applied to that frame while the
 engine still holds it (`segmenter.recent_frames`), otherwise to the latest frame, and the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -27,13 +30,15 @@ from rtseg.config import Config
 from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.prompt_log import PromptLog
-from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
+from rtseg.proc import EXIT_FATAL, EXIT_OK, exit_now, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
 from rtseg.pipeline.publisher import Publisher
+from rtseg.pipeline.pulse import Abandon, Pulse
 
 log = logging.getLogger("rtseg.pipeline.segmenter")
 
 LATENCY_WINDOW = 300  # frames in the p50/p99 window of the status message
+CAPTURE_SILENT_S = 2.0  # a capture process beats every 0.2 s; this long without a beat: `lost`
 
 
 @dataclass
@@ -48,12 +53,14 @@ class CameraPipeline:
     skipped_total: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    was_connected: bool = False  # the camera delivered once: a restarted capture is `lost` until it is back
 
     def fps(self) -> float:
-        if len(self.frame_times) < 2:
+        times = tuple(self.frame_times)  # a snapshot: the status thread reads beside the loop
+        if len(times) < 2:
             return 0.0
-        span = self.frame_times[-1] - self.frame_times[0]
-        return (len(self.frame_times) - 1) / span if span > 0 else 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
 
     def capture_to_engine(self, capture_index: int | None) -> int | None:
         """The engine frame of a capture frame the engine still holds; None: use the latest."""
@@ -69,7 +76,8 @@ class Segmenter:
     """Everything the segmenter process does, callable step by step (tests drive it directly)."""
 
     def __init__(self, cfg: Config, predictors: dict[str, StreamingPredictor], readers: dict[str, Any],
-                 prompt_log: PromptLog, publisher: Any, device_name: str = "cpu") -> None:
+                 prompt_log: PromptLog, publisher: Any, device_name: str = "cpu",
+                 state_readers: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.publisher = publisher
         self.prompt_log = prompt_log
@@ -78,7 +86,9 @@ class Segmenter:
             cam: CameraPipeline(cam, readers[cam], predictors[cam], restore=prompt_log.latest_prompts(cam))
             for cam in predictors
         }
-        self._last_status = 0.0
+        # the capture states for `status`, read beside the loop: readers of their own
+        self.state_readers = state_readers or readers
+        self._status_lock = threading.Lock()
         self._started = time.monotonic()
 
     # --------------------------------------------------------------- frames
@@ -201,29 +211,46 @@ class Segmenter:
         return {"obj_ids": []}
 
     # --------------------------------------------------------------- status
+    def source_state(self, camera: str) -> tuple[str, int, str]:
+        """(source_state, source_attempt, source_message) of a camera, in the documented values:
+        `lost` also while the capture process is gone, silent past its heartbeat, or restarted
+        and not delivering yet (a camera that was connected is not back until `connected`)."""
+        pipe = self.cams[camera]
+        st = self.state_readers[camera].source_state()
+        state, attempt, message = st.status, st.attempt, st.message
+        if state in ("starting", "connected", "reconnecting") and st.heartbeat_age_s > CAPTURE_SILENT_S:
+            state, attempt = "lost", 0
+            message = f"capture process (pid {st.writer_pid}) silent for {st.heartbeat_age_s:.1f} s"
+        elif state == "starting" and pipe.was_connected:
+            state, message = "lost", "capture process restarted; waiting for the camera"
+        elif state == "connected":
+            pipe.was_connected = True
+        return state, attempt if state == "reconnecting" else 0, message
+
     def status_message(self) -> StatusMessage:
+        """The status of every camera now (safe to call beside the tracking loop)."""
         cams = {}
-        for name, pipe in self.cams.items():
-            st = pipe.reader.source_state()
-            source = st.status if st.status != "reconnecting" else f"reconnecting (attempt {st.attempt})"
-            cams[name] = CameraStatus(
-                fps=round(pipe.fps(), 2),
-                latency_p50_ms=round(percentile(pipe.latencies_ms, 50), 2) if pipe.latencies_ms else None,
-                latency_p99_ms=round(percentile(pipe.latencies_ms, 99), 2) if pipe.latencies_ms else None,
-                frames_processed=pipe.frames,
-                frames_skipped=pipe.skipped_total,
-                frame_index=None if pipe.latest_frame is None else pipe.latest_frame.index,
-                obj_ids=tuple(pipe.predictor.obj_ids),
-                source_state=source,
-            )
+        with self._status_lock:  # the state readers are not shared between threads
+            for name, pipe in self.cams.items():
+                state, attempt, message = self.source_state(name)
+                latencies, latest = tuple(pipe.latencies_ms), pipe.latest_frame
+                cams[name] = CameraStatus(
+                    fps=round(pipe.fps(), 2),
+                    latency_p50_ms=round(percentile(latencies, 50), 2) if latencies else None,
+                    latency_p99_ms=round(percentile(latencies, 99), 2) if latencies else None,
+                    frames_processed=pipe.frames,
+                    frames_skipped=pipe.skipped_total,
+                    frame_index=None if latest is None else latest.index,
+                    obj_ids=tuple(pipe.predictor.obj_ids),
+                    source_state=state,
+                    source_attempt=attempt,
+                    source_message=message,
+                )
         return StatusMessage(cameras=cams, gpu_memory=gpu_memory(), publisher=self.publisher.stats(),
                              device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
 
-    def maybe_publish_status(self) -> None:
-        now = time.monotonic()
-        if now - self._last_status >= self.cfg.network.status_interval_s:
-            self._last_status = now
-            self.publisher.publish(self.status_message())
+    def publish_status(self) -> None:
+        self.publisher.publish(self.status_message())
 
 
 def gpu_memory() -> dict | None:
@@ -267,7 +294,8 @@ def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, st
         run_segmenter(cfg, checkpoint, ring_names, stop_event, heartbeat)
     except FatalError as e:
         log.error("%s", e)
-        raise SystemExit(EXIT_FATAL) from None
+        exit_now(EXIT_FATAL)
+    exit_now(EXIT_OK)
 
 
 class FatalError(RuntimeError):
@@ -288,43 +316,68 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
                   heartbeat: Any = None) -> None:
+    """Build the model, then track until stop_event; a stop request during model work
+    abandons it (rtseg.pipeline.pulse)."""
+    pulse = Pulse(stop_event, cfg.network.status_interval_s)
+    pulse.start()
+    try:
+        with pulse.working():
+            predictors, device = _build(cfg, checkpoint)
+        _serve(cfg, predictors, device, ring_names, stop_event, heartbeat, pulse)
+    except Abandon:
+        log.info("stop requested: abandoned the model work in progress")
+    finally:
+        pulse.stop()
+        log.info("segmenter stopped")
+
+
+def _build(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPredictor], str]:
     from rtseg.engine.checkpoints import CheckpointError
-    from rtseg.ring import RingReader
-    from rtseg.security import CurveServer
 
     try:
-        predictors, device = build_predictors(cfg, checkpoint)
+        return build_predictors(cfg, checkpoint)
     except CheckpointError as e:
         raise FatalError(str(e)) from None
     except RuntimeError as e:
         if "CUDA" not in str(e):
             raise
         raise FatalError(str(e)) from None  # device: cuda on a machine without one
+
+
+def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, ring_names: dict[str, str],
+           stop_event: Any, heartbeat: Any, pulse: Pulse) -> None:
+    from rtseg.ring import RingReader
+    from rtseg.security import CurveServer
+
     consumer = cfg.segmenter.frame_policy == "every"  # a paced capture waits for this reader
     readers = {cam: RingReader(name, wait_s=30.0, consumer=consumer) for cam, name in ring_names.items()}
+    state_readers = {cam: RingReader(name, wait_s=30.0) for cam, name in ring_names.items()}
     curve = CurveServer.from_config(cfg.security)
+    publisher = control = None
     try:
-        publisher = Publisher.from_config(cfg.network, curve=curve)
-        seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                        publisher, device)
-        control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
-    except OSError as e:  # an endpoint in use: a restart will not free it
-        raise FatalError(str(e)) from None
-    log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
-    try:
+        try:
+            publisher = Publisher.from_config(cfg.network, curve=curve)
+            seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
+                            publisher, device, state_readers=state_readers)
+            control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
+        except OSError as e:  # an endpoint in use: a restart will not free it
+            raise FatalError(str(e)) from None
+        log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
+        pulse.segmenter = seg
         if consumer:
             wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
         while not stop_event.is_set():
             if heartbeat is not None:
                 heartbeat.value = time.time()
-            processed = seg.step(timeout_s=0.02)
-            control.poll_once(0 if processed else 5)
-            seg.maybe_publish_status()
+            with pulse.working():
+                processed = seg.step(timeout_s=0.02)
+                control.poll_once(0 if processed else 5)
     finally:
-        control.close()
-        publisher.close()
+        pulse.segmenter = None
+        for closable in (control, publisher):
+            if closable is not None:
+                closable.close()
         if curve is not None:
             curve.stop()
-        for r in readers.values():
+        for r in (*readers.values(), *state_readers.values()):
             r.close()
-        log.info("segmenter stopped")

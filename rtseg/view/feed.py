@@ -295,7 +295,8 @@ class Feed:
             if self._ring_source is not None:
                 source = self._ring_source
             elif self._status is not None and self._status_s is not None and now - self._status_s <= STATUS_STALE_S:
-                source = describe_source(self._status.source_state)
+                st = self._status
+                source = describe_source(st.source_state, st.source_attempt, st.source_message)
             elif self._status_s is not None:
                 source = f"{describe_source(None)} (no status for {now - self._status_s:.0f} s)"
             else:

@@ -1,21 +1,16 @@
 """The viewer's heads-up line: fps, end-to-end latency, skipped frames, source state."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-_RECONNECTING = re.compile(r"^reconnecting(?: \(attempt (\d+)\))?$")
 
 
 def describe_source(status: str | None, attempt: int = 0, message: str = "") -> str:
-    """A capture status (the ring's, or a status message's `source_state` such as
-    "reconnecting (attempt 3)") as words for the operator."""
+    """A capture status (the ring's, or a status message's `source_state` with its
+    `source_attempt` and `source_message`) as words for the operator."""
     if not status:
         return "source state unknown"
-    m = _RECONNECTING.match(status)
-    if m:
-        n = int(m.group(1)) if m.group(1) else attempt
-        return f"camera lost, reconnecting (attempt {n})" if n else "camera lost, reconnecting"
+    if status == "reconnecting":
+        return f"camera lost, reconnecting (attempt {attempt})" if attempt else "camera lost, reconnecting"
     text = {
         "connected": "camera connected",
         "starting": "camera starting",

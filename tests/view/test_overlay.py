@@ -247,7 +247,7 @@ def test_object_book_ids_and_click_targets() -> None:
 
 
 @pytest.mark.parametrize("status,attempt,words", [
-    ("reconnecting (attempt 3)", 0, "camera lost, reconnecting (attempt 3)"),
+    ("reconnecting", 0, "camera lost, reconnecting"),
     ("reconnecting", 2, "camera lost, reconnecting (attempt 2)"),
     ("lost", 0, "camera lost"),
     ("connected", 0, "camera connected"),
