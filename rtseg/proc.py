@@ -207,15 +207,6 @@ def _handle_here(record: logging.LogRecord) -> None:
         logger.handle(record)
 
 
-def run_entry(target: str, *args: Any) -> None:
-    """A child's entry point named "module:function", imported in the child: the supervisor
-    itself never imports torch (whose teardown alone takes seconds at exit)."""
-    import importlib
-
-    module, _, name = target.partition(":")
-    getattr(importlib.import_module(module), name)(*args)
-
-
 def exit_now(code: int) -> None:
     """End a child process that has cleaned up after itself: hand over the last log records,
     flush stdout/stderr, and skip the interpreter's teardown (seconds for a process that holds

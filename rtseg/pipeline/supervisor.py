@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtseg.config import Config
-from rtseg.proc import EXIT_FATAL, EXIT_OK, LogListener, StopFlag, ring_name_for, run_entry
+from rtseg.proc import EXIT_FATAL, EXIT_OK, LogListener, StopFlag, ring_name_for
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -35,7 +35,7 @@ STARTUP_GRACE_S = 180.0  # model building and first frames may take a while befo
 @dataclass
 class Child:
     name: str
-    target: str | Callable[..., Any]  # "module:function" (imported in the child only) or a function
+    target: Callable[..., Any]
     args: tuple
     restartable: bool = True
     essential: bool = True  # when an optional child (recorder, viewer) cannot run, the rest goes on
@@ -65,20 +65,25 @@ class Supervisor:
         return {c.id: ring_name_for(self.run_id, c.id) for c in self.cfg.cameras}
 
     def _plan(self) -> list[Child]:
+        from rtseg.pipeline.capture import capture_main
+        from rtseg.pipeline.segmenter import segmenter_main
+
         children = []
         paced = self.cfg.segmenter.frame_policy == "every"  # files: no frame skipped, the segmenter sets the pace
         for cam in self.cfg.cameras:
             cam = cam.model_copy(update={"paced": paced}) if paced else cam
             ring = ring_name_for(self.run_id, cam.id)
-            children.append(Child(f"capture-{cam.id}", "rtseg.pipeline.capture:capture_main",
+            children.append(Child(f"capture-{cam.id}", capture_main,
                                   (cam, ring, self.stop_event, None, self.logs.endpoint, self.cfg.log_level), ring_name=ring))
         hb = self.ctx.Value("d", 0.0, lock=False)
-        children.append(Child("segmenter", "rtseg.pipeline.segmenter:segmenter_main",
+        children.append(Child("segmenter", segmenter_main,
                               (self.cfg, self.checkpoint, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
                               heartbeat=hb))
         if self.cfg.recorder.enabled:
+            from rtseg.recording.recorder import recorder_main
+
             hb = self.ctx.Value("d", 0.0, lock=False)
-            children.append(Child("recorder", "rtseg.recording.recorder:recorder_main", (self.cfg, self.stop_event, hb, self.logs.endpoint),
+            children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.logs.endpoint),
                                   heartbeat=hb, essential=False))
         if self.cfg.foxglove.enabled:
             from rtseg.bridges.foxglove import bridge_main
@@ -87,8 +92,10 @@ class Supervisor:
             children.append(Child("foxglove", bridge_main, (self.cfg, self.ring_names(), self.stop_event, hb,
                                                             self.log_queue), heartbeat=hb, essential=False))
         if self.cfg.viewer.enabled and not self.headless:
+            from rtseg.view.viewer import viewer_main
+
             hb = self.ctx.Value("d", 0.0, lock=False)
-            children.append(Child("viewer", "rtseg.view.viewer:viewer_main", (self.cfg, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
+            children.append(Child("viewer", viewer_main, (self.cfg, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
                                   heartbeat=hb, restartable=False, essential=False))
         return children
 
@@ -96,9 +103,7 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         if child.heartbeat is not None:
             child.heartbeat.value = 0.0
-        target, args = (run_entry, (child.target, *child.args)) if isinstance(child.target, str) else \
-            (child.target, child.args)
-        child.process = self.ctx.Process(target=target, args=args, name=child.name, daemon=False)
+        child.process = self.ctx.Process(target=child.target, args=child.args, name=child.name, daemon=False)
         child.process.start()
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
