@@ -194,14 +194,14 @@ class FoxgloveBridge:
                 reader.close()
 
 
-def bridge_main(cfg: Any, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
+def bridge_main(cfg: Any, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_endpoint: str | None) -> None:
     """The `foxglove` child of `rtseg run` (config section `foxglove:`): frames from the
     pipeline's rings, masks from its publisher. Exits EXIT_FATAL when it cannot serve."""
     from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
     from rtseg.security import CurveKeyError, pipeline_client
 
     stop_on_sigterm(stop_event.set)
-    setup_child_logging(log_queue, cfg.log_level)
+    setup_child_logging(log_endpoint, cfg.log_level)
     fx = cfg.foxglove
     if fx.frames == "topic" and not cfg.network.frame_topic.enabled:
         log.warning("foxglove.frames is 'topic' but network.frame_topic.enabled is false: Foxglove gets masks "

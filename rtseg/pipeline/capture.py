@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 
 from rtseg.config import CameraConfig, ReconnectConfig
-from rtseg.proc import EXIT_FATAL, EXIT_OK, StopFlag, setup_child_logging
+from rtseg.proc import EXIT_FATAL, EXIT_OK, StopFlag, exit_now, setup_child_logging
 from rtseg.ring import RingWriter, remove_if_stale
 from rtseg.sources import SourceError, open_source, redact_url, scrub
 
@@ -176,7 +176,9 @@ def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_q
     if log_endpoint is not None:
         setup_child_logging(log_endpoint, log_level)
     final = run_capture(camera, ring_name, stop_event, status_queue)
-    raise SystemExit(EXIT_FATAL if final == "failed" else EXIT_OK)
+    if status_queue is not None:  # a test's multiprocessing.Queue: let its feeder thread hand over
+        raise SystemExit(EXIT_FATAL if final == "failed" else EXIT_OK)
+    exit_now(EXIT_FATAL if final == "failed" else EXIT_OK)  # the ring is closed: skip the slow teardown
 
 
 class CaptureProcess:

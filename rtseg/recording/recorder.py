@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 
 from rtseg.config import Config, RecorderConfig
-from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
+from rtseg.proc import EXIT_FATAL, EXIT_OK, exit_now, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
 from rtseg.recording.segment import RecordingWriteError, SchemaInfo, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
@@ -42,8 +42,11 @@ class Recorder:
     """Records what `endpoint` publishes into `config.directory`. `run()` returns the exit code."""
 
     def __init__(self, config: RecorderConfig, endpoint: str, *, cameras: list[str] | None = None,
-                 video_fps: float = 5.0, curve: Any = None, context: Any = None):
+                 video_fps: float = 5.0, curve: Any = None, context: Any = None, standby: bool = False):
         self.config = config
+        # standby: when another recorder holds the folder, wait and take over the moment it stops
+        # (`rtseg run` keeps one waiting, so a killed recorder is replaced without a process start)
+        self.standby = standby
         self.endpoint = endpoint
         self.cameras = cameras
         self.video_fps = video_fps
@@ -59,7 +62,9 @@ class Recorder:
         self._subscriber: Any = None
 
     # ------------------------------------------------------------------ set-up
-    def _prepare(self, beat: Callable[[], None]) -> None:
+    def _prepare(self, should_stop: Callable[[], bool], beat: Callable[[], None]) -> bool:
+        """The folder and its lock: quick (a standby waits for the lock here; False: stopped
+        while waiting). Recovering what a crash left waits until recording has started (`_tidy_up`)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -69,19 +74,37 @@ class Recorder:
             self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise write_error("write in the recording folder; creating", lock, e) from None
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise RecordingWriteError(f"another recorder (pid {other}) is writing to {self.directory}; stop it "
-                                      f"or give this one another recorder.directory", errno.EBUSY) from None
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                other = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "?"
+                if not self.standby:
+                    raise RecordingWriteError(f"another recorder (pid {other}) is writing to {self.directory}; "
+                                              f"stop it or give this one another recorder.directory", errno.EBUSY) from None
+                if not waiting:
+                    log.info("standing by: recorder pid %s is writing to %s; taking over when it stops", other,
+                             self.directory)
+                    waiting = True
+                if should_stop():
+                    return False
+                beat()
+                time.sleep(0.02)
         try:
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as e:
             raise write_error("write in the recording folder; writing", lock, e) from None
+        return True
+
+    def _tidy_up(self, beat: Callable[[], None]) -> None:
+        """Close the `.part` segments a crash left (seconds for big ones: they are rewritten)
+        and apply retention, leaving alone the segment being written now."""
+        mine = [] if self.segment is None else [self.segment.part_path, *(v.part_path for v in self.videos.values())]
         try:
-            recover_parts(self.directory, beat=beat)
+            recover_parts(self.directory, keep=mine, beat=beat)
             self._retention()
         except OSError as e:
             raise write_error("clean up the recording folder", self.directory, e) from None
@@ -190,9 +213,14 @@ class Recorder:
         topics = [MASKS, PROMPT, STATUS] + ([FRAME] if frames else [])
         try:
             beat()
-            self._prepare(beat)
+            if self.standby and not self._prepare(should_stop, beat):  # subscribe only once in charge
+                return EXIT_OK
+            # subscribe before anything slow: what is published meanwhile waits in the socket
             self._subscriber = Subscriber(self.endpoint, self.cameras, topics, decode_masks=False, rcvhwm=1000,
                                           curve=self.curve, context=self.context)
+            if not self.standby:
+                self._prepare(should_stop, beat)
+            untidy = True  # a restarted recorder records first, then recovers what the crash left
             log.info("recording %s from %s into %s (segments of %g s, video %s)", "/".join(topics),
                      self.endpoint, self.directory, self.config.segment_seconds, self.config.video)
             if frames:
@@ -204,6 +232,9 @@ class Recorder:
                     self.record(item)
                 elif self.segment is not None:
                     self.segment.sync_if_due()
+                if untidy:
+                    self._tidy_up(beat)
+                    untidy = False
                 if self.segment is not None and self.segment.age_s() >= self.config.segment_seconds:
                     self._close_segment()
             self._close_segment()
@@ -221,9 +252,12 @@ class Recorder:
                 self._lock_fd = -1
 
 
-def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_endpoint: str | None) -> None:
+def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_endpoint: str | None,
+                  standby: bool = False) -> None:
     """Process entry point (spawned by the supervisor); exits EXIT_FATAL when the folder
-    cannot be written. Reacts to / emits: see the module doc."""
+    cannot be written. `standby`: wait for the folder's lock instead of refusing it (the
+    supervisor runs two: one records, the other takes over the moment it dies). Reacts to /
+    emits: see the module doc."""
     stop_on_sigterm(stop_event.set)
     setup_child_logging(log_endpoint, cfg.log_level)
 
@@ -237,7 +271,6 @@ def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_endpoint: st
     except CurveKeyError as e:
         log.error("recorder cannot subscribe: %s", e)
         raise SystemExit(EXIT_FATAL) from None
-    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve)
-    code = recorder.run(stop_event.is_set, beat)
-    if code:
-        raise SystemExit(code)
+    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve,
+                        standby=standby)
+    exit_now(recorder.run(stop_event.is_set, beat))  # closed and synced: skip the slow teardown
