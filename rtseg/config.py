@@ -42,12 +42,16 @@ class ModelConfig(StrictModel):
 
 
 class ReconnectConfig(StrictModel):
-    """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s."""
+    """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s. Between
+    attempts a network camera is probed every probe_s (a TCP connect, nothing decoded): the
+    moment it answers again it is reopened and the backoff starts over, so a camera is back
+    within about probe_s + its open time whatever the outage length. None: backoff only."""
 
     initial_s: float = Field(default=0.5, gt=0)
     factor: float = Field(default=2.0, ge=1)
     max_s: float = Field(default=10.0, gt=0)
     max_attempts: int | None = Field(default=None, ge=1)  # None: retry forever
+    probe_s: float | None = Field(default=1.0, gt=0)
 
 
 class CameraConfig(StrictModel):

@@ -36,7 +36,8 @@ import cv2
 from rtseg.config import CameraConfig, ReconnectConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, StopFlag, exit_now, setup_child_logging
 from rtseg.ring import RingWriter, remove_if_stale
-from rtseg.sources import SourceError, open_source, redact_url, scrub
+from rtseg.sources import SourceError, open_source, redact_url, scrub, source_kind
+from rtseg.sources.network import answers
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class _ReaderThread(threading.Thread):
         self.camera, self.writer, self.report = camera, writer, report
         self.stop = threading.Event()
         self.final = "stopped"
+        self._step = 0  # position in the backoff schedule; starts over when a probe finds the camera back
+        self._answering = False  # the last probe's answer
+        self._probe = camera.reconnect.probe_s if source_kind(camera.source) == "network" else None
 
     def run(self) -> None:
         try:
@@ -104,7 +108,7 @@ class _ReaderThread(threading.Thread):
                 if not self._wait_before(attempt, str(e)):
                     return
                 continue
-            attempt = 0
+            attempt = self._step = 0
             with source:
                 self.report("connected", width=source.width, height=source.height, fps=source.fps)
                 try:
@@ -135,9 +139,25 @@ class _ReaderThread(threading.Thread):
             self.final = "failed"
             self.report("failed", attempt=attempt - 1, message=f"gave up after {limit} reconnect attempts: {why}")
             return False
-        delay = backoff_delay(self.camera.reconnect, attempt)
+        self._step += 1
+        delay = backoff_delay(self.camera.reconnect, self._step)
         self.report("reconnecting", attempt=attempt, message=why, delay_s=delay)
-        return not self.stop.wait(delay)
+        return self._sleep(delay)
+
+    def _sleep(self, delay: float) -> bool:
+        """Wait `delay` s, probing a network camera every reconnect.probe_s: when it answers
+        again after not answering, stop waiting and start the backoff over. False: stopping."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(remaining, self._probe or remaining)):
+                return False
+            if self._probe and time.monotonic() < deadline:
+                was, self._answering = self._answering, answers(self.camera.source, min(1.0, self._probe))
+                if self._answering and not was:
+                    log.info("camera %s answers again: reconnecting now", self.camera.id)
+                    self._step = 0
+                    return True
+        return True
 
 
 def _raise_on_sigterm(signum: int, _frame: object) -> None:

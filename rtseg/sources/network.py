@@ -29,6 +29,19 @@ def use_rtsp_over_tcp() -> None:
     os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
 
 
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether the network camera at `url` accepts a TCP connection (cheap: nothing is asked
+    of it, nothing decoded). The capture process probes a lost camera with it between
+    reconnect attempts."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 554)
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def probe_failure(url: str, timeout_s: float) -> str:
     """Why a network source probably failed to open, in words a user can act on."""
     parts = urlsplit(url)

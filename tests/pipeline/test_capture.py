@@ -228,3 +228,44 @@ def test_run_capture_in_a_thread_logs_without_secrets(ring: str, caplog: pytest.
     assert run_capture(cam, ring, stop) == "failed"
     assert "reconnecting attempt 2" in caplog.text and "rtsp://***@127.0.0.1" in caplog.text
     assert PASSWORD not in caplog.text
+
+
+def _outage(server: RtspServer, ring: str, outage_s: float, results: dict) -> None:
+    """Stop the server for outage_s; how long after its return the first new frame arrived."""
+    try:
+        events = CTX.Queue()
+        with CaptureProcess(camera(server.url(), read_timeout_s=3), ring, status_queue=events), \
+                RingReader(ring, wait_s=30) as reader:
+            assert reader.next(30) is not None, "no first frame"
+            server.stop()
+            time.sleep(outage_s)
+            server.start()
+            back_ns = time.monotonic_ns()
+            while (got := reader.next(30)) is not None and got.frame.t_mono_ns < back_ns:
+                pass
+            assert got is not None, "no frame after the camera came back"
+            results[outage_s] = (time.monotonic_ns() - back_ns) / 1e9
+    except BaseException as e:
+        results[outage_s] = e
+
+
+def test_rtsp_camera_is_back_within_seconds_of_its_return_whatever_the_outage() -> None:
+    """Outages of 3, 8 and 30 s, at once (three cameras): with a backoff alone the attempt
+    before the return misses it and the next one comes up to max_s later."""
+    outages = (3, 8, 30)
+    servers = {s: RtspServer().start() for s in outages}
+    rings = {s: f"c-{uuid.uuid4().hex[:10]}" for s in outages}
+    results: dict = {}
+    try:
+        threads = [threading.Thread(target=_outage, args=(servers[s], rings[s], s, results)) for s in outages]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for s in outages:
+            servers[s].stop()
+            unlink_ring(rings[s])
+    errors = {s: r for s, r in results.items() if isinstance(r, BaseException)}
+    assert not errors, errors
+    assert all(results[s] < 5.0 for s in outages), f"frames again after {results} s (outage: delay)"
