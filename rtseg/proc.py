@@ -70,6 +70,23 @@ class StopFlag:
         return True
 
 
+class RunState:
+    """What outlives a child's restart within one `rtseg run` (shared memory, no lock; pass it
+    in the Process args): the run's `stream` id, and per camera the next capture frame index
+    (`next_index`, advanced by the capture process *before* it writes a frame) and the last
+    frame index published (`published`, advanced by the segmenter *before* it publishes). A
+    restarted capture process continues the count and a restarted segmenter never publishes an
+    index twice: a kill can leave a gap, never a repeat."""
+
+    def __init__(self, cameras: list[str], ctx: Any = None, stream: str | None = None) -> None:
+        import secrets
+
+        ctx = ctx or mp.get_context("spawn")
+        self.stream = stream or secrets.token_hex(8)
+        self.next_index = {cam: ctx.RawValue("q", 0) for cam in cameras}
+        self.published = {cam: ctx.RawValue("q", -1) for cam in cameras}
+
+
 _RECORD_FIELDS = ("name", "levelno", "levelname", "created", "msecs", "processName", "process", "threadName")
 
 

@@ -202,6 +202,7 @@ class MasksMessage:
     skipped_since_last: int = 0  # frames skipped between the previous masks message and this
     seq: int = 0  # set by the publisher: per-topic message counter
     published_ns: int = 0  # set by the publisher: monotonic time of serialization
+    stream: str = ""  # set by the publisher: the run's stream id; a new one means frame indices start over
 
     @classmethod
     def from_arrays(cls, camera: str, frame_index: int, *, obj_ids: Sequence[int], masks: np.ndarray,
@@ -264,6 +265,7 @@ class FrameMessage:
     jpeg: bytes = field(repr=False, default=b"")
     seq: int = 0
     published_ns: int = 0
+    stream: str = ""
 
     @classmethod
     def from_image(cls, camera: str, frame_index: int, rgb: np.ndarray, *, capture_ns: int,
@@ -315,6 +317,7 @@ class PromptEvent:
     t_wall_ns: int
     seq: int = 0
     published_ns: int = 0
+    stream: str = ""
 
     def _body(self) -> tuple[dict, list[bytes]]:
         return {"op": self.op, "obj_id": self.obj_id, "frame_index": self.frame_index,
@@ -355,6 +358,7 @@ class StatusMessage:
     uptime_s: float = 0.0
     seq: int = 0
     published_ns: int = 0
+    stream: str = ""
     camera: None = None
 
     def _body(self) -> tuple[dict, list[bytes]]:
@@ -384,7 +388,7 @@ def pack(msg: Message) -> list[bytes]:
     """Serialize every part of `msg`: [topic, body, *raw]. Raises before anything is sent."""
     body, raw = msg._body()
     header = {"v": PROTOCOL_VERSION, "type": msg.TYPE, "camera": msg.camera, "seq": msg.seq,
-              "published_ns": msg.published_ns}
+              "published_ns": msg.published_ns, "stream": msg.stream}
     return [topic_for(msg.TYPE, msg.camera), packb({**header, **body}), *raw]
 
 
@@ -414,4 +418,5 @@ def unpack(parts: Sequence[bytes]) -> Message:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise ProtocolError(f"malformed {kind} message: {e!r}") from None
-    return dataclasses.replace(msg, seq=_field(body, "seq", int), published_ns=_field(body, "published_ns", int))
+    return dataclasses.replace(msg, seq=_field(body, "seq", int), published_ns=_field(body, "published_ns", int),
+                               stream=_field(body, "stream", str, optional=True) or "")

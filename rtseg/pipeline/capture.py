@@ -29,6 +29,7 @@ import queue
 import signal
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -75,9 +76,10 @@ class _Reporter:
 class _ReaderThread(threading.Thread):
     """Opens the source, reads it into the ring, reconnects with backoff."""
 
-    def __init__(self, camera: CameraConfig, writer: RingWriter, report: _Reporter) -> None:
+    def __init__(self, camera: CameraConfig, writer: RingWriter, report: _Reporter, next_index: Any) -> None:
         super().__init__(name=f"capture-{camera.id}", daemon=True)
         self.camera, self.writer, self.report = camera, writer, report
+        self.next_index = next_index  # .value: the index the next frame gets (shared with successors)
         self.stop = threading.Event()
         self.final = "stopped"
         self._step = 0  # position in the backoff schedule; starts over when a probe finds the camera back
@@ -110,6 +112,7 @@ class _ReaderThread(threading.Thread):
                 continue
             attempt = self._step = 0
             with source:
+                source.resume_at(self.next_index.value)  # never an index twice: after a reconnect, after a restart
                 self.report("connected", width=source.width, height=source.height, fps=source.fps)
                 try:
                     while not self.stop.is_set():
@@ -121,6 +124,7 @@ class _ReaderThread(threading.Thread):
                             return
                         if cam.paced and not source.live and not self.writer.wait_for_consumer(self.stop.is_set):
                             return
+                        self.next_index.value = frame.index + 1  # first: a kill now leaves a gap, not a repeat
                         self.writer.write(frame)
                 except SourceError as e:
                     if not source.live:  # a bad image in a folder: reopening would start over
@@ -164,12 +168,14 @@ def _raise_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any = None) -> str:
-    """Capture `camera` into ring `ring_name` until stop_event is set (a multiprocessing or
-    threading Event). Returns the final status: "stopped", "ended" or "failed"."""
+def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any = None,
+                next_index: Any = None) -> str:
+    """Capture `camera` into ring `ring_name` until stop_event is set (a StopFlag or threading
+    Event). Frames are numbered from `next_index.value` (rtseg.proc.RunState: shared with the
+    process that replaces this one; None: from 0). Returns "stopped", "ended" or "failed"."""
     writer = RingWriter(ring_name, slots=camera.ring_slots, source_id=camera.id)
     report = _Reporter(camera, writer, status_queue)
-    reader = _ReaderThread(camera, writer, report)
+    reader = _ReaderThread(camera, writer, report, next_index or SimpleNamespace(value=0))
     try:
         report("starting")
         reader.start()
@@ -186,7 +192,7 @@ def run_capture(camera: CameraConfig, ring_name: str, stop_event: Any, status_qu
 
 
 def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_queue: Any = None,
-                 log_endpoint: str | None = None, log_level: str = "INFO") -> None:
+                 log_endpoint: str | None = None, log_level: str = "INFO", next_index: Any = None) -> None:
     """Entry point of a spawned capture process: SIGTERM stops it cleanly, log records go to
     the supervisor's LogListener at log_endpoint when given; exits 0 (stopped, ended) or 2 (failed)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # run the finally blocks: close and remove the ring
@@ -195,7 +201,7 @@ def capture_main(camera: CameraConfig, ring_name: str, stop_event: Any, status_q
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if log_endpoint is not None:
         setup_child_logging(log_endpoint, log_level)
-    final = run_capture(camera, ring_name, stop_event, status_queue)
+    final = run_capture(camera, ring_name, stop_event, status_queue, next_index)
     if status_queue is not None:  # a test's multiprocessing.Queue: let its feeder thread hand over
         raise SystemExit(EXIT_FATAL if final == "failed" else EXIT_OK)
     exit_now(EXIT_FATAL if final == "failed" else EXIT_OK)  # the ring is closed: skip the slow teardown
@@ -207,14 +213,14 @@ class CaptureProcess:
     SIGTERM/SIGKILL if it does not, and reclaims the ring's segments if it died uncleanly."""
 
     def __init__(self, camera: CameraConfig, ring_name: str | None = None, *, status_queue: Any = None,
-                 log_endpoint: str | None = None, ctx: Any = None) -> None:
+                 log_endpoint: str | None = None, ctx: Any = None, next_index: Any = None) -> None:
         self.camera = camera
         self.ring_name = ring_name or camera.id
         ctx = ctx or mp.get_context("spawn")
         self.stop_event = StopFlag(ctx)
         self.process = ctx.Process(
             target=capture_main,
-            args=(camera, self.ring_name, self.stop_event, status_queue, log_endpoint),
+            args=(camera, self.ring_name, self.stop_event, status_queue, log_endpoint, "INFO", next_index),
             name=f"capture-{camera.id}",
             daemon=True,
         )

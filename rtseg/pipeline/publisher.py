@@ -54,7 +54,8 @@ class Publisher:
     `.endpoint`). Thread-safe: the segmenter's loop and its status thread both publish."""
 
     def __init__(self, endpoint: str, *, hwm: int = 20, frame_fps: float | None = None, frame_quality: int = 80,
-                 curve: CurveServer | None = None, context: zmq.Context | None = None):
+                 curve: CurveServer | None = None, context: zmq.Context | None = None, stream: str = ""):
+        self.stream = stream  # the run's stream id, in every header
         self.frame_quality = frame_quality
         self.frame_limiter = FrameRateLimiter(frame_fps) if frame_fps else None
         self._seq: Counter[bytes] = Counter()
@@ -70,13 +71,13 @@ class Publisher:
 
     @classmethod
     def from_config(cls, network: NetworkConfig, *, curve: CurveServer | None = None,
-                    context: zmq.Context | None = None) -> Publisher:
+                    context: zmq.Context | None = None, stream: str = "") -> Publisher:
         frames: FrameTopicConfig = network.frame_topic
         return cls(network.pub, hwm=network.hwm, frame_fps=frames.fps if frames.enabled else None,
-                   frame_quality=frames.quality, curve=curve, context=context)
+                   frame_quality=frames.quality, curve=curve, context=context, stream=stream)
 
     def publish(self, msg: Message) -> bool:
-        """Stamp `seq` and `published_ns`, serialize every part, then send without blocking.
+        """Stamp `seq`, `published_ns` and `stream`, serialize every part, then send without blocking.
         Returns False if the socket refused the message (counted as `dropped`). Raises
         (having sent nothing) if the message cannot be serialized: that is a bug upstream."""
         with self._lock:
@@ -87,7 +88,7 @@ class Publisher:
             return False
         topic_kind = msg.TYPE
         key = f"{topic_kind}.{msg.camera}".encode() if msg.camera else topic_kind.encode()
-        stamped = dataclasses.replace(msg, seq=self._seq[key], published_ns=time.monotonic_ns())
+        stamped = dataclasses.replace(msg, seq=self._seq[key], published_ns=time.monotonic_ns(), stream=self.stream)
         try:
             parts = pack(stamped)
         except Exception:

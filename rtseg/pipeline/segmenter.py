@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from rtseg.config import Config
 from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.prompt_log import PromptLog
-from rtseg.proc import EXIT_FATAL, EXIT_OK, exit_now, setup_child_logging, stop_on_sigterm
+from rtseg.proc import EXIT_FATAL, EXIT_OK, RunState, exit_now, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
 from rtseg.pipeline.publisher import Publisher
 from rtseg.pipeline.pulse import Abandon, Pulse
@@ -54,6 +55,8 @@ class CameraPipeline:
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     was_connected: bool = False  # the camera delivered once: a restarted capture is `lost` until it is back
+    # .value: the last frame index published for this camera, shared with a restarted segmenter
+    published: Any = field(default_factory=lambda: SimpleNamespace(value=-1))
 
     def fps(self) -> float:
         times = tuple(self.frame_times)  # a snapshot: the status thread reads beside the loop
@@ -77,7 +80,7 @@ class Segmenter:
 
     def __init__(self, cfg: Config, predictors: dict[str, StreamingPredictor], readers: dict[str, Any],
                  prompt_log: PromptLog, publisher: Any, device_name: str = "cpu",
-                 state_readers: dict[str, Any] | None = None) -> None:
+                 state_readers: dict[str, Any] | None = None, published: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.publisher = publisher
         self.prompt_log = prompt_log
@@ -86,6 +89,8 @@ class Segmenter:
             cam: CameraPipeline(cam, readers[cam], predictors[cam], restore=prompt_log.latest_prompts(cam))
             for cam in predictors
         }
+        for cam, last in (published or {}).items():  # rtseg.proc.RunState.published
+            self.cams[cam].published = last
         # the capture states for `status`, read beside the loop: readers of their own
         self.state_readers = state_readers or readers
         self._status_lock = threading.Lock()
@@ -103,8 +108,9 @@ class Segmenter:
         per_cam_timeout = timeout_s / max(1, len(self.cams))
         for pipe in self.cams.values():
             rf = self._read(pipe, per_cam_timeout)
-            if rf is None:
+            if rf is None or rf.frame.index <= pipe.published.value:  # none, or published before a restart
                 continue
+            pipe.published.value = rf.frame.index  # first: a kill now leaves a gap, never a repeat
             self._track(pipe, rf)
             done += 1
         return done
@@ -282,7 +288,7 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
 
 
 def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                   heartbeat: Any, log_endpoint: str | None) -> None:
+                   heartbeat: Any, log_endpoint: str | None, state: RunState | None = None) -> None:
     """Process entry point (spawned by the supervisor).
 
     Emits: masks.<camera>, frame.<camera> (optional), status. Reacts to: control requests
@@ -291,7 +297,7 @@ def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, st
     stop_on_sigterm(stop_event.set)
     setup_child_logging(log_endpoint, cfg.log_level)
     try:
-        run_segmenter(cfg, checkpoint, ring_names, stop_event, heartbeat)
+        run_segmenter(cfg, checkpoint, ring_names, stop_event, heartbeat, state)
     except FatalError as e:
         log.error("%s", e)
         exit_now(EXIT_FATAL)
@@ -315,15 +321,15 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                  heartbeat: Any = None) -> None:
+                  heartbeat: Any = None, state: RunState | None = None) -> None:
     """Build the model, then track until stop_event; a stop request during model work
-    abandons it (rtseg.pipeline.pulse)."""
+    abandons it (rtseg.pipeline.pulse). `state`: the run's stream id and frame counters."""
     pulse = Pulse(stop_event, cfg.network.status_interval_s)
     pulse.start()
     try:
         with pulse.working():
             predictors, device = _build(cfg, checkpoint)
-        _serve(cfg, predictors, device, ring_names, stop_event, heartbeat, pulse)
+        _serve(cfg, predictors, device, ring_names, stop_event, heartbeat, pulse, state)
     except Abandon:
         log.info("stop requested: abandoned the model work in progress")
     finally:
@@ -345,7 +351,7 @@ def _build(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPred
 
 
 def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, ring_names: dict[str, str],
-           stop_event: Any, heartbeat: Any, pulse: Pulse) -> None:
+           stop_event: Any, heartbeat: Any, pulse: Pulse, state: RunState | None) -> None:
     from rtseg.ring import RingReader
     from rtseg.security import CurveServer
 
@@ -356,9 +362,10 @@ def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, 
     publisher = control = None
     try:
         try:
-            publisher = Publisher.from_config(cfg.network, curve=curve)
+            publisher = Publisher.from_config(cfg.network, curve=curve, stream=state.stream if state else "")
             seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                            publisher, device, state_readers=state_readers)
+                            publisher, device, state_readers=state_readers,
+                            published=state.published if state else None)
             control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
         except OSError as e:  # an endpoint in use: a restart will not free it
             raise FatalError(str(e)) from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtseg.config import Config
-from rtseg.proc import EXIT_FATAL, EXIT_OK, LogListener, StopFlag, ring_name_for
+from rtseg.proc import EXIT_FATAL, EXIT_OK, LogListener, RunState, StopFlag, ring_name_for
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -57,6 +57,8 @@ class Supervisor:
         self.headless = headless
         self.ctx = mp.get_context("spawn")
         self.stop_event = StopFlag(self.ctx)
+        # frame indices that never repeat across child restarts, and the stream id of this run
+        self.state = RunState([c.id for c in cfg.cameras], self.ctx)
         self.logs: LogListener | None = None  # started by run()
         self.children: list[Child] = []
         self._stopping = threading.Event()
@@ -76,10 +78,12 @@ class Supervisor:
             cam = cam.model_copy(update={"paced": paced}) if paced else cam
             ring = ring_name_for(self.run_id, cam.id)
             children.append(Child(f"capture-{cam.id}", capture_main,
-                                  (cam, ring, self.stop_event, None, self.logs.endpoint, self.cfg.log_level), ring_name=ring))
+                                  (cam, ring, self.stop_event, None, self.logs.endpoint, self.cfg.log_level,
+                                   self.state.next_index[cam.id]), ring_name=ring))
         hb = self.ctx.Value("d", 0.0, lock=False)
         children.append(Child("segmenter", segmenter_main,
-                              (self.cfg, self.checkpoint, self.ring_names(), self.stop_event, hb, self.logs.endpoint),
+                              (self.cfg, self.checkpoint, self.ring_names(), self.stop_event, hb, self.logs.endpoint,
+                               self.state),
                               heartbeat=hb))
         if self.cfg.recorder.enabled:
             from rtseg.recording.recorder import recorder_main
@@ -118,7 +122,8 @@ class Supervisor:
         state.mkdir(parents=True, exist_ok=True)
         pids = {c.name: c.process.pid for c in self.children if c.process is not None}
         tmp = state / "processes.json.tmp"
-        tmp.write_text(json.dumps({"supervisor": os.getpid(), "run_id": self.run_id, **pids}))
+        tmp.write_text(json.dumps({"supervisor": os.getpid(), "run_id": self.run_id, "stream": self.state.stream,
+                                   **pids}))
         os.replace(tmp, state / "processes.json")
 
     def _heartbeat_age(self, child: Child) -> float | None:

@@ -93,6 +93,12 @@ class FrameSource(ABC):
     @abstractmethod
     def read(self) -> Frame | None: ...
 
+    def resume_at(self, index: int) -> None:
+        """Continue a stream whose frames up to index-1 were already delivered (by an earlier
+        connection or capture process): a live source numbers its next frame `index`, a file
+        or synthetic source also starts at that frame. Indices of a camera never repeat."""
+        self._index = index
+
     def close(self) -> None:  # noqa: B027 - optional for sources with nothing to release
         """Release the device or file; safe to call twice."""
 

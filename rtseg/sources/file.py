@@ -55,6 +55,12 @@ class VideoFileSource(VideoCaptureSource):
         self._pacer = Pacer(self._fps, realtime)
         log.debug("opened %s: %dx%d @ %.2f fps", self.url, first.shape[1], first.shape[0], self._fps)
 
+    def resume_at(self, index: int) -> None:
+        if index > self._index and self._cap is not None:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            self._pending = None  # the first frame, read at open, is not the one to resume at
+        super().resume_at(index)
+
     def read(self) -> Frame | None:
         bgr = self._next_bgr()
         if bgr is None:

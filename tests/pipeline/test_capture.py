@@ -237,6 +237,8 @@ def _outage(server: RtspServer, ring: str, outage_s: float, results: dict) -> No
         with CaptureProcess(camera(server.url(), read_timeout_s=3), ring, status_queue=events), \
                 RingReader(ring, wait_s=30) as reader:
             assert reader.next(30) is not None, "no first frame"
+            time.sleep(1.0)
+            before = reader.latest(5)
             server.stop()
             time.sleep(outage_s)
             server.start()
@@ -245,6 +247,9 @@ def _outage(server: RtspServer, ring: str, outage_s: float, results: dict) -> No
                 pass
             assert got is not None, "no frame after the camera came back"
             results[outage_s] = (time.monotonic_ns() - back_ns) / 1e9
+            assert got.frame.index > before.frame.index, \
+                f"frame index {got.frame.index} after the reconnect, {before.frame.index} before: indices repeat"
+
     except BaseException as e:
         results[outage_s] = e
 

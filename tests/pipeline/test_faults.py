@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+from rtseg.client import Subscriber
+from rtseg.protocol import SOURCE_STATES
 from rtseg.recording import iter_segment, list_segments
 from tests.helpers.pipeline import Pipeline, write_config
 
@@ -42,3 +44,71 @@ def test_a_killed_recorder_is_replaced_and_records_again_within_2_s(tmp_path):
                 time.sleep(0.02)
             took = time.monotonic() - killed
             assert took < 2.0, f"round {round_}: first record {took:.2f} s after the kill\n{pipe.output()}"
+
+
+def _next_masks(sub: Subscriber, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = sub.recv(timeout=1.0)
+        if m is not None and hasattr(m, "obj_ids"):
+            return m
+    raise AssertionError(f"no masks within {timeout_s} s")
+
+
+def _kill_and_wait_for_successor(pipe: Pipeline, name: str, sub: Subscriber, seen: list) -> int:
+    """kill -9 child `name`, collect messages until its successor published 3 masks; the kill's time."""
+    old = pipe.pids()[name]
+    os.kill(old, signal.SIGKILL)
+    killed_ns = time.monotonic_ns()
+    deadline = time.monotonic() + 90
+    while pipe.pids().get(name) in (None, old):
+        assert time.monotonic() < deadline, f"{name} not restarted:\n{pipe.output()}"
+        seen.append(sub.recv(timeout=0.2))
+    masks = 0
+    while masks < 3:
+        m = sub.recv(timeout=90)
+        assert m is not None, pipe.output()
+        seen.append(m)
+        masks += hasattr(m, "obj_ids")
+    return killed_ns
+
+
+def _collect(sub: Subscriber, seen: list, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.append(sub.recv(timeout=0.1))
+
+
+def _states(seen: list, after_ns: int) -> list[str]:
+    return [m.cameras["cam"].source_state for m in seen if hasattr(m, "cameras") and m.published_ns > after_ns]
+
+
+def test_frame_indices_never_repeat_and_source_state_says_lost_across_capture_and_segmenter_kills(tmp_path):
+    cfg = write_config(tmp_path, None, policy="latest", source="synthetic://160x120@8?objects=2&seed=1")
+    with Pipeline(cfg) as pipe, Subscriber(pipe.pub, topics=("masks", "status")) as sub:
+        pipe.wait_ready()
+        seen: list = []
+        _collect(sub, seen, 2.0)
+        # a hung capture process (alive, silent): lost while it is stopped, connected once it goes on
+        capture = pipe.pids()["capture-cam"]
+        os.kill(capture, signal.SIGSTOP)
+        stopped_ns = time.monotonic_ns()
+        _collect(sub, seen, 4.0)
+        os.kill(capture, signal.SIGCONT)
+        silent = [m.cameras["cam"] for m in seen if hasattr(m, "cameras") and m.published_ns > stopped_ns]
+        assert any(c.source_state == "lost" and "silent" in c.source_message for c in silent), silent
+        _collect(sub, seen, 3.0)
+        assert _states(seen, time.monotonic_ns() - 1_000_000_000)[-1:] == ["connected"], _states(seen, 0)
+
+        killed_ns = _kill_and_wait_for_successor(pipe, "capture-cam", sub, seen)
+        after = _states(seen, killed_ns)
+        assert after[0] == "lost" and "connected" in after, after
+        assert set(after[:after.index("connected")]) == {"lost"}, f"lost until it is back: {after}"
+        _kill_and_wait_for_successor(pipe, "segmenter", sub, seen)
+        stream = pipe.pids().get("stream")
+    masks = [m for m in seen if m is not None and hasattr(m, "obj_ids")]
+    indices = [m.frame_index for m in masks]
+    assert indices == sorted(set(indices)), f"frame indices repeat or go back: {indices}"
+    assert {m.message.stream for m in masks} == {stream} and len(stream) == 16  # one stream id for the run
+    states = {m.cameras["cam"].source_state for m in seen if m is not None and hasattr(m, "cameras")}
+    assert states <= set(SOURCE_STATES), states
