@@ -124,7 +124,7 @@ def test_killed_segmenter_is_restarted_with_its_objects_and_shutdown_is_clean(tm
             time.sleep(0.2)
         restored = next_masks(sub, timeout_s=90, want=lambda m: m.obj_ids == [1, 2])
         assert (restored.areas > 0).all()
-        deadline = time.monotonic() + 10  # the log line travels through the supervisor's log queue
+        deadline = time.monotonic() + 10  # the log line travels through the supervisor's LogListener
         while not ("restored object 1" in pipe.output() and "restored object 2" in pipe.output()):
             assert time.monotonic() < deadline, f"restore not logged:\n{pipe.output()}"
             time.sleep(0.2)
