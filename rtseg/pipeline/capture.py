@@ -12,7 +12,8 @@ queue is given, put on it as small dicts
 
     connected      the source opened (with width, height, fps)
     lost           a live source stopped delivering (message says why)
-    reconnecting   attempt n starts after delay_s (exponential backoff from camera.reconnect)
+    reconnecting   attempt n starts after delay_s (exponential backoff from camera.reconnect),
+                   or as soon as a probe finds a lost network camera answering again
     ended          a file / finite synthetic source reached its end; readers see the marker,
                    and the ring stays readable until stop_event is set
     failed         cannot work: a file that does not open, or reconnect.max_attempts used up

@@ -7,6 +7,9 @@ click. Anything that waited for the loop would wait for the frame. So:
 
 - `status` goes out every `network.status_interval_s` on a fixed schedule from this thread
   (`Segmenter.publish_status` is safe to call beside the loop);
+- while the loop is inside model work it cannot beat its heartbeat, so this thread beats for
+  it, for at most MAX_WORK_S per piece of work: a frame that takes longer than
+  `supervisor.heartbeat_timeout_s` is slow, not hung (a stopped process stops this thread too);
 - when the stop flag is set while the loop is inside model work (`with pulse.working():`),
   the main thread is interrupted (SIGUSR1 -> `Abandon` raised where it is) and goes straight
   to its clean-up. Nothing is lost: the prompt log is already on disk, and the frame would
@@ -27,6 +30,7 @@ from typing import Any
 log = logging.getLogger("rtseg.pipeline.segmenter")
 
 ABANDON_GRACE_S = 1.0
+MAX_WORK_S = 600.0  # model work longer than this is a hang: the heartbeat stops and the supervisor acts
 
 
 class Abandon(BaseException):
@@ -38,12 +42,14 @@ class Pulse(threading.Thread):
     """Create in the main thread (it installs the SIGUSR1 handler there), then `start()`.
     `segmenter` is set once it exists; until then only the stop watch runs."""
 
-    def __init__(self, stop_event: Any, status_interval_s: float) -> None:
+    def __init__(self, stop_event: Any, status_interval_s: float, heartbeat: Any = None) -> None:
         super().__init__(name="segmenter-pulse", daemon=True)
         self.stop_event = stop_event
         self.interval_s = status_interval_s
         self.segmenter: Any = None
         self.busy = False
+        self.heartbeat = heartbeat
+        self._busy_since = 0.0
         self._done = threading.Event()
         self._main = threading.main_thread().ident
         signal.signal(signal.SIGUSR1, self._abandon_here)
@@ -55,7 +61,8 @@ class Pulse(threading.Thread):
 
     @contextlib.contextmanager
     def working(self) -> Iterator[None]:
-        """Model work the stop request may interrupt."""
+        """Model work the stop request may interrupt (and this thread beats for)."""
+        self._busy_since = time.monotonic()
         self.busy = True
         try:
             yield
@@ -75,6 +82,8 @@ class Pulse(threading.Thread):
                 due += self.interval_s
                 if due <= now:  # fell behind (a stopped process): keep the phase, skip the missed ones
                     due = now + self.interval_s - (now - due) % self.interval_s
+            if self.heartbeat is not None and self.busy and now - self._busy_since < MAX_WORK_S:
+                self.heartbeat.value = time.time()
             if self.stop_event.is_set() and self.busy:
                 if interrupted_at is None:
                     interrupted_at = now

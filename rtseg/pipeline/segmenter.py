@@ -227,7 +227,7 @@ class Segmenter:
         if state in ("starting", "connected", "reconnecting") and st.heartbeat_age_s > CAPTURE_SILENT_S:
             state, attempt = "lost", 0
             message = f"capture process (pid {st.writer_pid}) silent for {st.heartbeat_age_s:.1f} s"
-        elif state == "starting" and pipe.was_connected:
+        elif state == "starting" and (pipe.was_connected or pipe.frames):
             state, message = "lost", "capture process restarted; waiting for the camera"
         elif state == "connected":
             pipe.was_connected = True
@@ -324,7 +324,7 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
                   heartbeat: Any = None, state: RunState | None = None) -> None:
     """Build the model, then track until stop_event; a stop request during model work
     abandons it (rtseg.pipeline.pulse). `state`: the run's stream id and frame counters."""
-    pulse = Pulse(stop_event, cfg.network.status_interval_s)
+    pulse = Pulse(stop_event, cfg.network.status_interval_s, heartbeat)
     pulse.start()
     try:
         with pulse.working():
