@@ -133,7 +133,8 @@ class SegmenterActor:
 
         gpus = ray.get_gpu_ids()
         device = f"GPU {','.join(str(g) for g in gpus)}" if gpus else "cpu"
-        _get(self.directory.segmenter_ready.remote(self.id, list(self.ring_names), pub, control, device))
+        _get(self.directory.segmenter_ready.remote(self.id, list(self.ring_names), pub, control, device,
+                                                          os.getpid()))
         self.state = "running"
         self._reporter = threading.Thread(target=self._report, args=(pub,), name=f"{self.id}-status", daemon=True)
         self._reporter.start()

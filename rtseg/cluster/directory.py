@@ -44,7 +44,7 @@ MAX_LOCATE_BYTES = 4096
 
 def _entry() -> dict[str, Any]:
     return {"state": UNPLACED, "node": None, "host": None, "segmenter": None, "device": None, "pub": None,
-            "control": None, "fps": 0.0, "frames": 0, "objects": [], "source": None, "moves": 0,
+            "control": None, "pid": None, "fps": 0.0, "frames": 0, "objects": [], "source": None, "moves": 0,
             "message": "", "since_wall_ns": time.time_ns()}
 
 
@@ -77,7 +77,7 @@ class Directory:
             if fields.get("segmenter") and e["segmenter"] and fields["segmenter"] != e["segmenter"]:
                 e["moves"] += 1
             if fields.get("state", RUNNING) != RUNNING:
-                e.update(pub=None, control=None, fps=0.0)
+                e.update(pub=None, control=None, pid=None, fps=0.0)
             if "state" in fields and fields["state"] != e["state"]:
                 e["since_wall_ns"] = time.time_ns()
             e.update(fields)
@@ -96,12 +96,13 @@ class Directory:
             starts.append(now)
             return True
 
-    def segmenter_ready(self, segmenter: str, cameras: list[str], pub: str, control: str, device: str) -> None:
+    def segmenter_ready(self, segmenter: str, cameras: list[str], pub: str, control: str, device: str,
+                        pid: int) -> None:
         with self._lock:
             for cam in cameras:
                 e = self._entries[cam]
                 if e["segmenter"] == segmenter:
-                    e.update(state=RUNNING, pub=pub, control=control, device=device, message="",
+                    e.update(state=RUNNING, pub=pub, control=control, device=device, pid=pid, message="",
                              since_wall_ns=time.time_ns())
         log.info("segmenter %s ready (%s): %s on %s", segmenter, device, cameras, pub)
 

@@ -201,6 +201,8 @@ class ClusterManager:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            for s in old:  # ray.init installs its own handlers, which abort the process: ours again
+                signal.signal(s, self._on_signal)
             while not self._stopping.is_set():
                 self.reconcile()
                 self._stopping.wait(TICK_S)

@@ -1,0 +1,33 @@
+"""`rtseg cluster` on a real multi-node Ray cluster on this machine (tests/cluster/netns_scenario.py).
+
+Ray advertises the machine's outward address, so the scenario runs inside a private network
+namespace this test creates (`unshare --net`, then `lo` up): there only loopback exists, and
+every Ray and ZeroMQ packet stays on it. Needs root (or CAP_SYS_ADMIN), as on the CI machines.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("netns_scenario.py")
+
+
+@pytest.mark.timeout(600)
+def test_cluster_scenario_in_a_private_network(tmp_path):
+    inner = (f'ip link set lo up && exec "{sys.executable}" -m pytest -x -q -p no:cacheprovider --durations=0 '
+             f'--basetemp "{tmp_path / "inner"}" "{SCENARIO}"')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    t0 = time.monotonic()
+    proc = subprocess.run(["unshare", "--net", "--", "sh", "-c", inner], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=580)
+    took = time.monotonic() - t0
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, f"cluster scenario failed after {took:.0f} s:\n{proc.stdout[-12000:]}\n{proc.stderr[-4000:]}"
+    assert "6 passed" in proc.stdout, proc.stdout[-3000:]
