@@ -57,8 +57,13 @@ class Directory:
         self._prompts = PromptLog(Path(state_dir) / "prompts.jsonl")
         self._budget, self._window = restart_budget, restart_window_s
         self._starts: dict[str, deque] = {}
-        self._socket, self._endpoint = bind_server_socket(zmq.ROUTER, endpoint, curve=None, context=zmq.Context(),
-                                                          what="cluster directory", config_key="cluster.directory")
+        self._context = zmq.Context()
+        try:
+            self._socket, self._endpoint = bind_server_socket(zmq.ROUTER, endpoint, curve=None, context=self._context,
+                                                              what="cluster directory", config_key="cluster.directory")
+        except OSError:
+            self._context.term()
+            raise
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="directory-locate", daemon=True)
         self._thread.start()
@@ -199,3 +204,4 @@ class Directory:
         self._closing.set()
         self._thread.join(2.0)
         self._socket.close(linger=0)
+        self._context.term()
