@@ -9,6 +9,7 @@ run in order on one `rtseg cluster` process, as one story.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rtseg.client import Controller, Masks, Subscriber
@@ -59,6 +61,14 @@ class Scenario:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.run_id = f"rtsegc{self.proc.pid}"
         self.locator = Locator(self.directory, timeout=5.0)
+        self.t0 = time.monotonic()
+        self.timings: dict[str, float] = {}  # written for tests/cluster/test_cluster.py to print
+
+    def took(self, what: str, since: float) -> None:
+        self.timings[what] = round(time.monotonic() - since, 1)
+        out = os.environ.get("RTSEG_CLUSTER_TIMINGS")
+        if out:
+            Path(out).write_text(json.dumps(self.timings, indent=1))
 
     def output(self) -> str:
         self.log.flush()
@@ -122,6 +132,15 @@ def scenario(tmp_path_factory):
 
 def test_cameras_spread_over_both_workers(scenario):
     where = scenario.wait("all running", running)
+    scenario.took("start_to_all_running_s", scenario.t0)
+    rss = {}
+    for p in psutil.process_iter(["name", "cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        for actor in ("Directory", "CaptureActor", "SegmenterActor"):
+            if title.startswith(f"ray::{actor}"):
+                rss.setdefault(actor, []).append(p.memory_info().rss)
+    for actor, values in rss.items():
+        scenario.timings[f"rss_mib_{actor}"] = round(max(values) / 2**20)
     nodes = {where[c]["node"] for c in CAMERAS}
     assert nodes == {scenario.node_id(w) for w in scenario.workers}, where
     assert len({where[c]["segmenter"] for c in CAMERAS}) == 2  # 2 cameras per segmenter
@@ -142,12 +161,13 @@ def test_prompts_come_back_after_a_node_is_lost(scenario):
     masks_with(sub, moved, 2)
     lost = next(w for w in scenario.workers if w.node_id == where[moved]["node"])
     old_pub = where[moved]["pub"]
-    t_loss = time.monotonic_ns()
+    t_loss, t = time.monotonic_ns(), time.monotonic()
     scenario.cluster.remove_node(lost)
     scenario.workers.remove(lost)
     survivor = scenario.workers[0].node_id
     where = scenario.wait("moved to the surviving node",
                           lambda w: running(w) and all(w[c]["node"] == survivor for c in CAMERAS))
+    scenario.took("node_lost_to_running_elsewhere_s", t)
     assert where[moved]["moves"] == 1 and where[moved]["pub"] != old_pub
     # the same Subscriber, never restarted, gets the moved camera's masks with both objects
     m = masks_with(sub, moved, 1, after_ns=t_loss)
@@ -166,8 +186,10 @@ def test_prompts_come_back_after_a_node_is_lost(scenario):
 def test_segmenter_crash_restarts_in_place(scenario):
     where = scenario.locate()
     pid, node, moves = where["cam0"]["pid"], where["cam0"]["node"], where["cam0"]["moves"]
+    t = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     where = scenario.wait("restarted", lambda w: running(w) and w["cam0"]["pid"] not in (None, pid))
+    scenario.took("segmenter_killed_to_running_again_s", t)
     assert where["cam0"]["node"] == node and where["cam0"]["moves"] == moves  # in place, not moved
     with Subscriber(None, cameras=["cam0"], cluster=scenario.directory) as sub:
         masks_with(sub, "cam0", 1)
@@ -181,9 +203,11 @@ def test_short_capacity_leaves_cameras_unplaced_until_a_node_joins(scenario):
     status = subprocess.run([sys.executable, "-m", "rtseg.cli", "cluster", "status", "--cluster", scenario.directory],
                             capture_output=True, text=True, timeout=60)
     assert status.stdout.count("unplaced") >= 4, status.stdout
+    t = time.monotonic()
     scenario.workers.append(scenario.cluster.add_node(**WORKER))
     new = scenario.workers[-1].node_id
     scenario.wait("placed on the new node", lambda w: running(w) and all(w[c]["node"] == new for c in CAMERAS))
+    scenario.took("node_joined_to_all_running_s", t)
     m = masks_with(scenario.subscriber, scenario.moved, 2)
     assert set(m.obj_ids) == {1, 2}
 
@@ -196,6 +220,7 @@ def test_sigterm_stops_every_actor_and_leaves_no_shared_memory(scenario):
     scenario.proc.send_signal(signal.SIGTERM)
     assert scenario.proc.wait(60) == 0, scenario.output()
     took = time.monotonic() - t0
+    scenario.took("sigterm_to_exit_s", t0)
     mine = [a for a in ray.util.list_named_actors(all_namespaces=True)
             if scenario.run_id in a["name"] or a["name"] == "rtseg-directory"]
     assert mine == [], mine

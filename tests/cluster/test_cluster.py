@@ -23,11 +23,13 @@ def test_cluster_scenario_in_a_private_network(tmp_path):
     inner = (f'ip link set lo up && exec "{sys.executable}" -m pytest -x -q -p no:cacheprovider --durations=0 '
              f'--basetemp "{tmp_path / "inner"}" "{SCENARIO}"')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RTSEG_CLUSTER_TIMINGS": str(tmp_path / "timings.json")}
     t0 = time.monotonic()
     proc = subprocess.run(["unshare", "--net", "--", "sh", "-c", inner], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=580)
     took = time.monotonic() - t0
     print(proc.stdout[-3000:])
+    if (tmp_path / "timings.json").exists():
+        print("cluster timings:", (tmp_path / "timings.json").read_text())
     assert proc.returncode == 0, f"cluster scenario failed after {took:.0f} s:\n{proc.stdout[-12000:]}\n{proc.stderr[-4000:]}"
     assert "6 passed" in proc.stdout, proc.stdout[-3000:]
