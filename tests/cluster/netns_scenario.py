@@ -101,6 +101,8 @@ class Scenario:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if getattr(self, "subscriber", None) is not None:
+            self.subscriber.close()
         self.locator.close()
         ray.shutdown()
         self.cluster.shutdown()

@@ -184,3 +184,55 @@ def test_cluster_status_prints_one_row_per_camera(directory):
     down = subprocess.run([sys.executable, "-m", "rtseg.cli", "cluster", "status", "--cluster", "tcp://127.0.0.1:1",
                            "--timeout", "0.5"], capture_output=True, text=True, timeout=60)
     assert down.returncode == 3 and "is `rtseg cluster` running" in down.stderr
+
+
+def test_recorder_follows_a_camera_through_the_directory(tmp_path):
+    import threading
+    import time
+
+    from rtseg.config import RecorderConfig
+    from rtseg.protocol import MasksMessage
+    from rtseg.recording import read_records
+    from rtseg.recording.recorder import Recorder
+    from tests.helpers.recording import PublishingThread
+
+    def recorded() -> int:
+        folder = tmp_path / "rec"
+        if not folder.is_dir():
+            return 0
+        return sum(isinstance(r.message(), MasksMessage) for r in read_records(folder))
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 20
+        while recorded() < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert recorded() >= n
+
+    first = PublishingThread(rate_hz=50)
+    first.start()
+    assert first.ready.wait(10)
+    directory = Directory(["cam"], str(tmp_path / "state"), "tcp://127.0.0.1:*")
+    directory.place("cam", state="starting", segmenter="seg1")
+    directory.segmenter_ready("seg1", ["cam"], first.endpoint, "tcp://127.0.0.1:1", "cpu", 1)
+    stop = threading.Event()
+    recorder = Recorder(RecorderConfig(directory=tmp_path / "rec", fsync_interval_s=0), directory.endpoint(),
+                        cameras=["cam"], cluster=True)
+    thread = threading.Thread(target=recorder.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    second = PublishingThread(rate_hz=50)
+    try:
+        wait_for(20)
+        first.stop()  # the camera's node is gone
+        second.start()
+        assert second.ready.wait(10)
+        directory.place("cam", state="starting", segmenter="seg2")
+        directory.segmenter_ready("seg2", ["cam"], second.endpoint, "tcp://127.0.0.1:2", "cpu", 2)
+        before = recorded()
+        wait_for(before + 20)  # the same recorder, never restarted, records the camera's new publisher
+    finally:
+        stop.set()
+        thread.join(10)
+        for publisher in (first, second):
+            if publisher.ident is not None:
+                publisher.stop()
+        directory.close()
