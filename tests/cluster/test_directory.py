@@ -236,3 +236,35 @@ def test_recorder_follows_a_camera_through_the_directory(tmp_path):
             if publisher.ident is not None:
                 publisher.stop()
         directory.close()
+
+
+def test_viewer_feed_and_options_go_through_the_directory(tmp_path):
+    import time
+    from argparse import Namespace
+
+    from rtseg.view.feed import Feed
+    from rtseg.view.viewer import ViewerError, options_from_args
+    from tests.helpers.recording import PublishingThread
+
+    args = dict(config=None, pub=None, control=None, view_only=False, camera="cam", ring=None, frame_buffer=None,
+                fps=None, client_key=None, server_key=None, log_level="INFO", cluster="tcp://10.1.2.3:5570")
+    options = options_from_args(Namespace(**args))
+    assert (options.pub, options.control, options.cluster) == ("tcp://10.1.2.3:5570", "tcp://10.1.2.3:5570", True)
+    with pytest.raises(ViewerError, match="--cluster needs --camera"):
+        options_from_args(Namespace(**{**args, "camera": None}))
+
+    publisher = PublishingThread(rate_hz=50)
+    publisher.start()
+    assert publisher.ready.wait(10)
+    directory = Directory(["cam"], str(tmp_path / "state"), "tcp://127.0.0.1:*")
+    directory.place("cam", state="starting", segmenter="seg1")
+    directory.segmenter_ready("seg1", ["cam"], publisher.endpoint, "tcp://127.0.0.1:1", "cpu", 1)
+    try:
+        with Feed("cam", directory.endpoint(), cluster=True) as feed:
+            deadline = time.monotonic() + 20
+            while feed.objects()[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert feed.objects()[1], "the viewer's feed got no masks through the directory"
+    finally:
+        publisher.stop()
+        directory.close()
