@@ -54,6 +54,7 @@ class Directory:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s directory %(levelname)s: %(message)s")
         self._lock = threading.Lock()
         self._entries = {cam: _entry() for cam in cameras}
+        self._last_segmenter: dict[str, str] = {}  # camera -> the last segmenter that carried it (moves)
         self._prompts = PromptLog(Path(state_dir) / "prompts.jsonl")
         self._budget, self._window = restart_budget, restart_window_s
         self._starts: dict[str, deque] = {}
@@ -79,8 +80,11 @@ class Directory:
         `running` clears its endpoints; state `starting` on a new segmenter counts a move."""
         with self._lock:
             e = self._entries[camera]
-            if fields.get("segmenter") and e["segmenter"] and fields["segmenter"] != e["segmenter"]:
-                e["moves"] += 1
+            new, last = fields.get("segmenter"), self._last_segmenter.get(camera)
+            if new:
+                if last and new != last:
+                    e["moves"] += 1
+                self._last_segmenter[camera] = new
             if fields.get("state", RUNNING) != RUNNING:
                 e.update(pub=None, control=None, pid=None, fps=0.0)
             if "state" in fields and fields["state"] != e["state"]:

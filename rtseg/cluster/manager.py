@@ -115,8 +115,9 @@ class ClusterManager:
             if g.node not in nodes:
                 log.warning("node %s (%s) left the cluster: moving cameras %s", g.node[:12], g.host, list(g.cameras))
                 for cam in g.cameras:
-                    ray.get(self.directory.place.remote(cam, state=UNPLACED, node=None, host=None,
-                                                        message=f"node {g.host} {g.node[:12]} lost; moving"))
+                    ray.get(self.directory.place.remote(cam, state=UNPLACED, node=None, host=None, segmenter=None,
+                                                        message=f"node {g.host} {g.node[:12]} lost; moving"),
+                            timeout=30)
                 self._drop(g)
         placed = self._cameras_of()
         waiting = [cam for cam in self.cameras if cam not in placed]
@@ -135,7 +136,7 @@ class ClusterManager:
                 if self._unplaced_note.get(cam) != note:
                     self._unplaced_note[cam] = note
                     ray.get(self.directory.place.remote(cam, state=UNPLACED, node=None, host=None, segmenter=None,
-                                                        message=note))
+                                                        message=note), timeout=30)
         self._log_changes()
 
     def _start_group(self, ns: NewSegmenter, node: dict[str, Any]) -> None:
@@ -151,7 +152,7 @@ class ClusterManager:
         for cam in ns.cameras:
             self._unplaced_note.pop(cam, None)
             ray.get(self.directory.place.remote(cam, state=STARTING, node=ns.node, host=host, segmenter=gid,
-                                                message=""))
+                                                message=""), timeout=30)
         pin = NodeAffinitySchedulingStrategy(ns.node, soft=False)
         paced = self.cfg.segmenter.frame_policy == "every"  # as `rtseg run`: files set no pace of their own
         budget = self.cfg.supervisor.restart_budget

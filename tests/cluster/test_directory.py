@@ -39,6 +39,19 @@ def test_pack_leaves_what_does_not_fit_unplaced():
     assert pack(["a"], {}, 2, {"n1": 0, "n2": -1}) == ([], ["a"])
 
 
+def test_cluster_config_checks_weights():
+    from rtseg.config import ConfigError, parse_config
+
+    text = "cameras: [{id: a, source: 'synthetic://64x48'}]\ncluster: {weights: {b: 2}}\n"
+    with pytest.raises(ConfigError, match=r"cluster.weights names unknown camera\(s\) \['b'\]"):
+        parse_config(text)
+    with pytest.raises(ConfigError, match="line 2: cluster.weights: camera weights must be > 0"):
+        parse_config(text.replace("b: 2", "a: 0"))
+    cfg = parse_config(text.replace("b: 2", "a: 2.5"))
+    assert (cfg.cluster.weights, cfg.cluster.cameras_per_segmenter, cfg.cluster.directory) == (
+        {"a": 2.5}, 4.0, "tcp://0.0.0.0:5570")
+
+
 def test_segmenter_resource_prefers_gpus():
     assert segmenter_resource({"GPU": 8.0, "rtseg_segmenter": 2.0, "CPU": 64}) == ("GPU", 8)
     assert segmenter_resource({"rtseg_segmenter": 2.0, "CPU": 4}) == ("rtseg_segmenter", 2)
@@ -69,6 +82,8 @@ def test_locate_reports_placement_and_endpoints(directory):
         directory.place("gate", state="unplaced", node=None, message="node lost")
         gate = loc.locate("gate")["gate"]
         assert gate["pub"] is None and gate["control"] is None and gate["message"] == "node lost"
+        directory.place("gate", state="unplaced", segmenter=None, message="no free segmenter slot")
+        assert loc.locate("gate")["gate"]["segmenter"] is None
         directory.place("gate", state="starting", segmenter="seg2")
         assert loc.locate("gate")["gate"]["moves"] == 1
 
