@@ -90,4 +90,9 @@ def main(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": "random"})})
     from rtseg.cluster.manager import ClusterManager
 
-    return ClusterManager(cfg, checkpoint, address=args.address).run()
+    try:
+        return ClusterManager(cfg, checkpoint, address=args.address).run()
+    except ConnectionError as e:  # no Ray cluster there
+        print(f"error: cannot reach a Ray cluster at {args.address!r} ({e}); start one with `ray start --head`, "
+              "or give --address HEAD:6379", file=sys.stderr)
+        return 2

@@ -37,6 +37,16 @@ def test_runs_in_a_private_network():
     assert [name for _, name in socket.if_nameindex()] == ["lo"], socket.if_nameindex()
 
 
+def test_no_ray_cluster_is_a_clear_error(tmp_path):
+    """Before the cluster exists: `rtseg cluster` says what to start instead of a traceback."""
+    config = write_config(tmp_path, None, policy="latest")
+    out = subprocess.run([sys.executable, "-m", "rtseg.cli", "cluster", str(config)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "cannot reach a Ray cluster at 'auto'" in out.stderr and "ray start --head" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 class Scenario:
     def __init__(self, tmp: Path):
         import ray

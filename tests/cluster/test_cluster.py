@@ -7,8 +7,11 @@ every Ray and ZeroMQ packet stays on it. Needs root (or CAP_SYS_ADMIN), as on th
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,16 +23,27 @@ SCENARIO = Path(__file__).with_name("netns_scenario.py")
 
 @pytest.mark.timeout(600)
 def test_cluster_scenario_in_a_private_network(tmp_path):
+    # Ray's session files (logs, sockets) in a short folder of this run's own: "auto" finds no
+    # other cluster there, and unix socket paths stay short
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rtseg-ray-"))
     inner = (f'ip link set lo up && exec "{sys.executable}" -m pytest -x -q -p no:cacheprovider --durations=0 '
              f'--basetemp "{tmp_path / "inner"}" "{SCENARIO}"')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "RAY_USAGE_STATS_ENABLED": "0", "RTSEG_CLUSTER_TIMINGS": str(tmp_path / "timings.json")}
+           "RAY_USAGE_STATS_ENABLED": "0", "RTSEG_CLUSTER_TIMINGS": str(tmp_path / "timings.json"),
+           "RAY_TMPDIR": str(ray_tmp)}
     t0 = time.monotonic()
-    proc = subprocess.run(["unshare", "--net", "--", "sh", "-c", inner], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=580)
+    proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", inner], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=580)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the Ray nodes too: they are in the same session
+        stdout, stderr = proc.communicate()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     took = time.monotonic() - t0
-    print(proc.stdout[-3000:])
+    print(stdout[-3000:])
     if (tmp_path / "timings.json").exists():
         print("cluster timings:", (tmp_path / "timings.json").read_text())
-    assert proc.returncode == 0, f"cluster scenario failed after {took:.0f} s:\n{proc.stdout[-12000:]}\n{proc.stderr[-4000:]}"
-    assert "6 passed" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode == 0, f"cluster scenario failed after {took:.0f} s:\n{stdout[-12000:]}\n{stderr[-4000:]}"
+    assert "7 passed" in stdout, stdout[-3000:]
