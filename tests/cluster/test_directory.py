@@ -283,3 +283,18 @@ def test_viewer_feed_and_options_go_through_the_directory(tmp_path):
     finally:
         publisher.stop()
         directory.close()
+
+
+def test_rtseg_prompt_with_cluster_finds_the_camera(directory, ctx):
+    handler = FakeHandler({"gate": (48, 64)})
+    with serving(handler, ctx) as server:
+        directory.place("gate", state="starting", segmenter="seg1")
+        directory.segmenter_ready("seg1", ["gate"], "tcp://127.0.0.1:1", server.endpoint, "cpu", 1)
+        out = subprocess.run([sys.executable, "-m", "rtseg.cli", "prompt", "--cluster", directory.endpoint(),
+                              "--camera", "gate", "points", "10,12", "--obj", "3"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert [(r.type, r.camera, r.obj_id) for r in handler.calls] == [("add_points", "gate", 3)]
+        out = subprocess.run([sys.executable, "-m", "rtseg.cli", "prompt", "--cluster", directory.endpoint(),
+                              "--camera", "yard", "reset"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "not_ready" in out.stderr and "unplaced" in out.stderr
