@@ -129,28 +129,28 @@ def test_restart_budget_is_counted_per_segmenter(directory):
 
 
 # ------------------------------------------------------ clients that follow
+def first_masks(publisher: Publisher, sub: Subscriber, camera: str = "gate"):
+    """Publish on `publisher` until `sub` receives something (or 10 s); returns it."""
+    for _ in range(200):
+        publisher.publish(masks_message(camera))
+        got = sub.recv(timeout=0.05)
+        if got is not None:
+            return got
+    return None
+
+
 def test_subscriber_follows_a_camera_to_another_publisher(directory, ctx):
     old, new = (Publisher("tcp://127.0.0.1:*", context=ctx) for _ in range(2))
     directory.place("gate", state="starting", node="n1", segmenter="seg1")
     directory.segmenter_ready("seg1", ["gate"], old.endpoint, "tcp://127.0.0.1:1", "cpu", 1)
     sub = Subscriber(None, cameras=["gate"], cluster=directory.endpoint(), follow_s=0.3, context=ctx)
     try:
-        got = None
-        for _ in range(200):
-            old.publish(masks_message("gate"))
-            got = sub.recv(timeout=0.05)
-            if got is not None:
-                break
+        got = first_masks(old, sub)
         assert isinstance(got, Masks) and got.camera == "gate"
         old.close()  # the node is gone; the camera comes back elsewhere
         directory.place("gate", state="starting", node="n2", segmenter="seg2")
         directory.segmenter_ready("seg2", ["gate"], new.endpoint, "tcp://127.0.0.1:2", "cpu", 2)
-        got = None
-        for _ in range(200):
-            new.publish(masks_message("gate"))
-            got = sub.recv(timeout=0.05)
-            if got is not None:
-                break
+        got = first_masks(new, sub)
         assert isinstance(got, Masks) and got.camera == "gate", "the subscriber did not follow the camera"
     finally:
         sub.close()
