@@ -145,6 +145,18 @@ class CurveClient:
         server, _ = load_key_pair(server_public_file, need_secret=False)
         return cls(public, secret, server)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_options(cls, client_key: str | Path | None, server_key: str | Path | None) -> CurveClient | None:
+        """The client of `--client-key` / `--server-key` (or viewer.client_key / server_key): None
+        when neither is given; CurveKeyError when only one is, or a file cannot be used."""
+        if client_key is None and server_key is None:
+            return None
+        if client_key is None or server_key is None:
+            raise CurveKeyError("CURVE needs both this client's secret key (--client-key NAME.key_secret) and the "
+                                f"server's public key (--server-key server.key); got client key {client_key}, "
+                                f"server key {server_key}")
+        return cls.from_files(client_key, server_key)
+
     def secure(self, socket: zmq.Socket) -> None:
         """Make `socket` a CURVE client (call before connect)."""
         socket.curve_publickey = self.public_key

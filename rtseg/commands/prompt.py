@@ -135,16 +135,11 @@ def main(args: argparse.Namespace) -> int:
     from rtseg.client import ControlError, Controller, ControlTimeout
     from rtseg.security import CurveClient, CurveKeyError
 
-    curve = None
-    if (args.client_key is None) != (args.server_key is None):
-        print("rtseg prompt: CURVE needs both --client-key and --server-key", file=sys.stderr)
+    try:
+        curve = CurveClient.from_options(args.client_key, args.server_key)
+    except CurveKeyError as e:
+        print(f"rtseg prompt: {e}", file=sys.stderr)
         return 2
-    if args.client_key is not None:
-        try:
-            curve = CurveClient.from_files(args.client_key, args.server_key)
-        except CurveKeyError as e:
-            print(f"rtseg prompt: {e}", file=sys.stderr)
-            return 2
     with Controller(args.endpoint, args.timeout, curve=curve) as ctl:
         try:
             reply = _request(ctl, args)

@@ -73,18 +73,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"invalid settings:\n{e}", file=sys.stderr)
         return EXIT_FATAL
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    curve = None
-    if args.client_key or args.server_key:
-        from rtseg.security import CurveClient, CurveKeyError
+    from rtseg.security import CurveClient, CurveKeyError
 
-        if not (args.client_key and args.server_key):
-            print("CURVE needs both --client-key and --server-key", file=sys.stderr)
-            return EXIT_FATAL
-        try:
-            curve = CurveClient.from_files(args.client_key, args.server_key)
-        except CurveKeyError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_FATAL
+    try:
+        curve = CurveClient.from_options(args.client_key, args.server_key)
+    except CurveKeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FATAL
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

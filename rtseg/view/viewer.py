@@ -56,19 +56,14 @@ def connectable(endpoint: str) -> str:
 
 
 def _curve_client(client_key: Path | None, server_key: Path | None, curve_required: bool) -> Any:
-    if client_key is None and server_key is None:
-        if curve_required:
-            raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
-                              "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
-                              "create them with `rtseg keys`)")
-        return None
-    if client_key is None or server_key is None:
-        raise ViewerError("CURVE needs both a client secret key and the server's public key "
-                          f"(got client key {client_key}, server key {server_key})")
+    if client_key is None and server_key is None and curve_required:
+        raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
+                          "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
+                          "create them with `rtseg keys`)")
     from rtseg.security import CurveClient, CurveKeyError
 
     try:
-        return CurveClient.from_files(client_key, server_key)
+        return CurveClient.from_options(client_key, server_key)
     except (CurveKeyError, OSError) as e:
         raise ViewerError(f"cannot load CURVE keys: {e}") from None
 
