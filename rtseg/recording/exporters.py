@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -190,7 +189,7 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
     With recorded frames (recorder.video raw/overlay): one video frame per recorded frame, drawn
     with the masks of the same frame index (or the newest earlier ones). Without: the masks
     drawn on black, one video frame per masks message. The frame rate is the recorded one."""
-    from rtseg.recording.draw import draw_masks
+    from rtseg.recording.draw import RecentMasks, draw_masks
     from rtseg.recording.video import Mp4Writer
 
     reader = RecordingReader(recording)
@@ -205,26 +204,18 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
                    f"network.frame_topic.enabled), so its masks are drawn on black")
         fps = info.fps(info.frame_times if info.frames else info.mask_times)
         writers[cam] = Mp4Writer(paths[cam], fps, part_path=paths[cam].with_name(paths[cam].stem + ".part.mp4"))
-    recent: dict[str, OrderedDict[int, MasksMessage]] = {cam: OrderedDict() for cam in cams}
+    recent = RecentMasks()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for msg in _messages(reader, (MASKS, FRAME), list(cams)):
             info = cams[msg.camera]
             if isinstance(msg, MasksMessage):
                 if info.frames:
-                    masks = recent[msg.camera]
-                    masks[msg.frame_index] = msg
-                    while len(masks) > 64:
-                        masks.popitem(last=False)
+                    recent.add(msg)
                     continue
                 writers[msg.camera].write(draw_masks(np.zeros((msg.height, msg.width, 3), np.uint8), msg))
             else:
-                masks = recent[msg.camera]
-                match = masks.get(msg.frame_index)
-                if match is None:
-                    earlier = [i for i in masks if i <= msg.frame_index]
-                    match = masks[max(earlier)] if earlier else None
-                writers[msg.camera].write(draw_masks(msg.image(), match))
+                writers[msg.camera].write(draw_masks(msg.image(), recent.for_frame(msg.camera, msg.frame_index)))
             if progress:
                 progress(1)
     except BaseException:

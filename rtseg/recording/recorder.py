@@ -20,14 +20,14 @@ import fcntl
 import logging
 import os
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 
 from rtseg.config import Config, RecorderConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
-from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
+from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS
+from rtseg.recording.draw import RecentMasks, draw_masks
 from rtseg.recording.segment import RecordingWriteError, SchemaInfo, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
 from rtseg.recording.video import Mp4Writer
@@ -35,7 +35,6 @@ from rtseg.recording.video import Mp4Writer
 log = logging.getLogger("rtseg.recording.recorder")
 
 LOCK_NAME = ".rtseg-recorder.lock"
-_RECENT_MASKS = 64  # per camera, for drawing masks on the frame of the same index
 
 
 class Recorder:
@@ -52,7 +51,7 @@ class Recorder:
         self.directory = Path(config.directory)
         self.segment: SegmentWriter | None = None
         self.videos: dict[str, Mp4Writer] = {}
-        self.recent_masks: dict[str, OrderedDict[int, MasksMessage]] = {}
+        self.recent_masks = RecentMasks()  # to draw masks on the frame of the same index
         self.closed_segments: list[Path] = []
         self._lock_fd = -1
         self._dropped_at_open = 0
@@ -134,10 +133,7 @@ class Recorder:
         if self.config.foxglove:
             self._write_foxglove(segment, msg, log_time_ns)
         if isinstance(item, Masks):
-            recent = self.recent_masks.setdefault(item.camera, OrderedDict())
-            recent[item.frame_index] = item.message
-            while len(recent) > _RECENT_MASKS:
-                recent.popitem(last=False)
+            self.recent_masks.add(item.message)
         elif isinstance(item, FrameImage) and self.config.video in ("raw", "overlay"):
             self._write_video(item)
 
@@ -155,8 +151,6 @@ class Recorder:
                               log_time_ns=log_time_ns, publish_time_ns=m.log_time_ns, sequence=msg.seq)
 
     def _write_video(self, frame: Any) -> None:
-        from rtseg.recording.draw import draw_masks
-
         video = self.videos.get(frame.camera)
         if video is None:
             assert self.segment is not None
@@ -165,12 +159,7 @@ class Recorder:
             self.videos[frame.camera] = video
         image = frame.image
         if self.config.video == "overlay":
-            recent = self.recent_masks.get(frame.camera) or {}
-            masks = recent.get(frame.frame_index)
-            if masks is None:  # no result for this very frame: the newest earlier one
-                earlier = [i for i in recent if i <= frame.frame_index]
-                masks = recent[max(earlier)] if earlier else None
-            image = draw_masks(image, masks)
+            image = draw_masks(image, self.recent_masks.for_frame(frame.camera, frame.frame_index))
         video.write(image)
 
     def _abandon(self) -> None:

@@ -11,7 +11,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from rtseg.cli import main as cli
-from rtseg.recording.draw import davis_palette, object_color
+from rtseg.recording.draw import davis_palette
+from rtseg.view.overlay import object_color
 from tests.helpers.recording import H, W, masks_for, write_recording
 
 

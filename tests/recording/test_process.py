@@ -19,7 +19,7 @@ from rtseg.config import Config, RecorderConfig
 from rtseg.protocol import MasksMessage, PromptEvent, StatusMessage
 from rtseg.recording.recorder import Recorder, recorder_main
 from rtseg.recording import SegmentScan, iter_segment, list_segments, read_records
-from rtseg.recording.draw import object_color
+from rtseg.view.overlay import object_color
 from rtseg.recording.store import list_videos
 from tests.helpers.recording import (
     PublishingThread,
