@@ -226,6 +226,17 @@ def test_prompt_cli(ctx, capsys):
         assert json.loads(capsys.readouterr().out)["removed"] == [1, 2]
 
 
+def test_prompt_cli_negative_coordinates_get_the_out_of_frame_error(ctx, capsys):
+    handler = FakeHandler()
+    with serving(handler, ctx) as server:
+        for args in (["points", "-5,240"], ["points", "10,10", "-0.5,3", "--labels", "1", "0"], ["box", "-5,0,10,10"]):
+            assert rtseg_main(["prompt", "--endpoint", server.endpoint, "--camera", "cam", *args, "--obj", "1"]) == 1
+            err = capsys.readouterr().err
+            assert "[invalid_value]" in err and "lies outside the" in err and "frame" in err, err
+            assert "unrecognized arguments" not in err
+    assert handler.calls == []  # refused by validation, the segmenter never saw it
+
+
 def test_prompt_cli_mask_file(ctx, tmp_path, capsys):
     import cv2
 

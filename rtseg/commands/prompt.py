@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-
-from rtseg.protocol import DEFAULT_CONTROL
 from pathlib import Path
 from typing import Any
+
+from rtseg.protocol import DEFAULT_CONTROL
 
 
 DESCRIPTION = """\
@@ -60,6 +61,16 @@ def _label(text: str) -> list[int]:
     return labels
 
 
+class _CoordinatesParser(argparse.ArgumentParser):
+    """An action's parser that reads `-5,240` or `-0.5,3` as coordinates (which the segmenter then
+    refuses as out of frame, saying so) instead of an unknown option: Python 3.11's argparse takes
+    only a plain negative number for a value. Python 3.13's own matcher is the same as this one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -73,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-key", type=Path, metavar="FILE", help="CURVE: the server's public server.key")
     camera_help = "camera id (required for points, box, mask, remove, reset)"
     parser.add_argument("--camera", help=camera_help)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                    parser_class=_CoordinatesParser)
 
     def action(name: str, help_text: str, *, obj: bool = False, frame: bool = False) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text, description=help_text)

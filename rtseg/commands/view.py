@@ -24,6 +24,7 @@ Live viewer: the camera with each object's mask, id and score; click to steer th
 Mouse: left click = object point (selected object, or a new one), right click = background
 point (selected object), drag = box. Keys: N new object, Esc deselect, Delete remove the
 selected object, R reset the camera, Space pause (clicks then go to the frame on screen).
+Ctrl-C or SIGTERM closes the window (exit status 0).
 """
 
 
@@ -59,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
               "or set QT_QPA_PLATFORM=offscreen for a test", file=sys.stderr)
         return EXIT_FATAL
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C closes the window
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or `kill` closes the window, exit 0
+        signal.signal(sig, lambda *_: stop.set())
     code = run_viewer(options, should_stop=stop.is_set)
     release_qt()
     return code

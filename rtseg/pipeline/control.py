@@ -283,6 +283,15 @@ class ControlHandler(Protocol):
         for status: the StatusMessage fields). `list` is answered by the server itself."""
 
 
+def check_frame_index(camera: str, requested: int | None, latest: int) -> None:
+    """Refuse a prompt for a frame newer than the camera's latest tracked frame (nobody has seen
+    it yet): applied to the latest instead, it would land on a frame the user never looked at."""
+    if requested is not None and requested > latest:
+        raise _invalid("frame_index", f"frame_index {requested} is newer than camera {camera!r}'s latest tracked "
+                                      f"frame {latest}: give the frame_index of a masks message you were shown, "
+                                      "or leave it out for the latest frame")
+
+
 def prompt_reply(*, frame_index: int, requested_frame_index: int | None, obj_ids: Collection[int],
                  obj: dict[str, Any] | None = None) -> dict[str, Any]:
     """The reply fields of an applied prompt. `frame_index` is the frame the prompt went to:

@@ -8,14 +8,13 @@ import numpy as np
 from rtseg.client import Subscriber
 from rtseg.pipeline.publisher import Publisher
 from rtseg.protocol import MasksMessage
+from tests.helpers.messages import masks_of
 
 
 def masks_message(camera: str, h: int = 24, w: int = 32, noise: bool = False) -> MasksMessage:
-    rng = np.random.default_rng(1)
-    mask = rng.random((1, h, w)) < 0.5 if noise else np.ones((1, h, w), bool)
-    return MasksMessage.from_arrays(camera, 1, obj_ids=[1], masks=mask, scores=[1.0],
-                                    boxes=np.array([[0, 0, w - 1, h - 1]]), capture_ns=1, capture_wall_ns=2,
-                                    processed_ns=3)
+    """Frame 1 of `camera`: object 1 covering the frame (random pixels with `noise`)."""
+    mask = np.random.default_rng(1).random((h, w)) < 0.5 if noise else np.ones((h, w), bool)
+    return masks_of(camera, 1, {1: mask}, scores=[1.0], capture_ns=1, capture_wall_ns=2, processed_ns=3)
 
 
 def warm_up(pub: Publisher, subscribers: list[Subscriber]) -> None:

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -21,15 +20,8 @@ from rtseg.recording.recorder import Recorder, recorder_main
 from rtseg.recording import SegmentScan, iter_segment, list_segments, read_records
 from rtseg.view.overlay import object_color
 from rtseg.recording.store import list_videos
-from tests.helpers.recording import (
-    PublishingThread,
-    can_mount,
-    masks_for,
-    start_cli,
-    stop_process,
-    tmpfs,
-    wait_for,
-)
+from tests.helpers.procs import drain_queue, start_cli, stop_process, wait_for
+from tests.helpers.recording import PublishingThread, can_mount, masks_for, tmpfs
 
 
 def _masks(folder):
@@ -267,12 +259,7 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
             proc.kill()
         pub.stop()
     assert [p.suffix for p in list_segments(tmp_path / "rec")] == [".mcap"]  # closed on stop
-    logged = []
-    while True:
-        try:
-            logged.append(log_queue.get(timeout=1).getMessage())
-        except queue.Empty:
-            break
+    logged = [r.getMessage() for r in drain_queue(log_queue)]
     assert any("recording masks/prompt/status" in m for m in logged)
     assert any(isinstance(r.message(), PromptEvent) for r in read_records(tmp_path / "rec"))
 
