@@ -184,6 +184,13 @@ class Config(StrictModel):
             raise ValueError(f"camera ids must be unique; repeated: {dup}")
         return self
 
+    @model_validator(mode="after")
+    def _video_needs_frames(self) -> Config:
+        if self.recorder.video != "none" and not self.network.frame_topic.enabled:
+            raise ValueError(f"recorder.video is {self.recorder.video!r} but the segmenter publishes no frames: set "
+                             "network.frame_topic.enabled: true, or recorder.video: none")
+        return self
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names file, line, key and value."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from rtseg.config import ConfigError, NetworkConfig, RecorderConfig, load_config
+from rtseg.config import Config, ConfigError, NetworkConfig, RecorderConfig, load_config
 from rtseg.proc import EXIT_FATAL
 from rtseg.recording.recorder import Recorder
 
@@ -61,6 +61,8 @@ def _settings(args: argparse.Namespace) -> tuple[RecorderConfig, str, float, str
                                    "video": args.video, "frames": args.frames,
                                    "foxglove": args.foxglove}.items() if v is not None}
     rc = RecorderConfig.model_validate({**rc.model_dump(), **overrides})
+    if cfg is not None:  # the config's rules again, with the command line's recorder settings
+        Config.model_validate({**cfg.model_dump(), "recorder": rc.model_dump()})
     network = cfg.network if cfg else NetworkConfig()
     fps = args.video_fps or network.frame_topic.fps
     return rc, args.pub or network.pub, fps, (args.log_level or (cfg.log_level if cfg else "INFO")).upper()

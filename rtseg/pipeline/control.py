@@ -287,8 +287,8 @@ def check_frame_index(camera: str, requested: int | None, latest: int) -> None:
     """Refuse a prompt for a frame newer than the camera's latest tracked frame (nobody has seen
     it yet): applied to the latest instead, it would land on a frame the user never looked at."""
     if requested is not None and requested > latest:
-        raise _invalid("frame_index", f"frame_index {requested} is newer than camera {camera!r}'s latest tracked "
-                                      f"frame {latest}: give the frame_index of a masks message you were shown, "
+        raise _invalid("frame_index", f"frame_index {requested} is newer than the latest tracked frame {latest} of "
+                                      f"camera {camera!r}: give the frame_index of a masks message you were shown, "
                                       "or leave it out for the latest frame")
 
 

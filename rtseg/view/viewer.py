@@ -219,8 +219,9 @@ def release_qt() -> None:
 
 def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None = None,
                heartbeat: Any = None) -> int:
-    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 5 times
-    a second); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
+    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 20 times
+    a second: a signal handler runs only between Python calls, so this also bounds how long
+    Ctrl-C or SIGTERM waits); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
     from pyqtgraph.Qt import QtCore, QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], "-name", "rtseg"])
@@ -240,7 +241,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
     beat()
     timer = QtCore.QTimer()
     timer.timeout.connect(beat)
-    timer.start(200)
+    timer.start(50)
     app.exec()
     timer.stop()
     return EXIT_OK
@@ -248,7 +249,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
 
 def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
     """Entry point of the viewer process of `rtseg run`: beats `heartbeat` (time.time(),
-    five times a second), closes when `stop_event` is set, exits 0 when the window closes
+    20 times a second), closes when `stop_event` is set, exits 0 when the window closes
     (the supervisor then stops the pipeline) and 2 when it cannot start."""
     setup_child_logging(log_queue, cfg.log_level)
     terminated = threading.Event()

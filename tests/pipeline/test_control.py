@@ -78,7 +78,7 @@ def test_prompt_on_a_frame_newer_than_the_latest_is_refused_naming_both(served):
     handler, client, _ = served
     reply = client.send(request("add_box", camera="cam", obj_id=1, box=[1, 1, 9, 9], frame_index=LATEST + 5))
     assert not reply["ok"] and reply["error"]["code"] == "invalid_value" and reply["error"]["field"] == "frame_index"
-    assert f"frame_index {LATEST + 5} is newer than camera 'cam's latest tracked frame {LATEST}" in \
+    assert f"frame_index {LATEST + 5} is newer than the latest tracked frame {LATEST} of camera 'cam'" in \
         reply["error"]["message"]
     assert handler.known_objects("cam") == set()  # nothing changed
     assert client.send(request("add_box", camera="cam", obj_id=1, box=[1, 1, 9, 9], frame_index=LATEST))["ok"]

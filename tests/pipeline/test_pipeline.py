@@ -72,8 +72,8 @@ def test_prompted_object_streams_on_rising_frames(tmp_path, checkpoint):
         with Controller(pipe.control, timeout=20) as ctl:
             late = ctl.add_points("cam", 2, [[100, 60]], [1], frame_index=clicked)
             stale = ctl.add_box("cam", 3, [5, 5, 50, 50], frame_index=0)
-            with pytest.raises(ControlError, match=r"frame_index 99999 is newer than camera 'cam's latest tracked "
-                                                   r"frame \d+"):
+            with pytest.raises(ControlError, match=r"frame_index 99999 is newer than the latest tracked frame \d+ "
+                                                   r"of camera 'cam'"):
                 ctl.add_box("cam", 4, [5, 5, 50, 50], frame_index=99_999)
         assert (late["applied_to"], late["frame_index"]) == ("requested", clicked)
         assert stale["applied_to"] == "latest" and stale["frame_index"] >= clicked

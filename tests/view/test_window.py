@@ -530,4 +530,5 @@ def test_rtseg_view_command_closes_cleanly_within_1_s_on_ctrl_c_and_sigterm(ctx,
         finally:
             stop_process(proc, signal.SIGKILL)
             reader.join(5)
+            proc.stderr.close()
         assert "Traceback" not in "".join(lines)
