@@ -5,6 +5,7 @@ raw or overlay or recorder.frames is on (the segmenter must publish it:
 network.frame_topic.enabled). Emits nothing. With recorder.foxglove (default), each message is
 also written on Foxglove channels (rtseg.bridges.foxglove_messages), so a segment opens in Foxglove
 with video and masks.
+Logs a warning naming the endpoint when nothing has arrived for 10 s.
 
 Every message goes into MCAP segments (rtseg.recording.segment: one CRC-checked chunk per
 record, one write() each); a segment is fsync'd and renamed from `.part` when it closes after
@@ -41,8 +42,9 @@ class Recorder:
     """Records what `endpoint` publishes into `config.directory`. `run()` returns the exit code."""
 
     def __init__(self, config: RecorderConfig, endpoint: str, *, cameras: list[str] | None = None,
-                 video_fps: float = 5.0, curve: Any = None, context: Any = None):
+                 video_fps: float = 5.0, curve: Any = None, context: Any = None, silence_warning_s: float = 10.0):
         self.config = config
+        self.silence_warning_s = silence_warning_s  # warn when nothing arrived for this long
         self.endpoint = endpoint
         self.cameras = cameras
         self.video_fps = video_fps
@@ -56,6 +58,8 @@ class Recorder:
         self._lock_fd = -1
         self._dropped_at_open = 0
         self._subscriber: Any = None
+        self._last_arrival = time.monotonic()
+        self._silent = False
 
     # ------------------------------------------------------------------ set-up
     def _prepare(self, beat: Callable[[], None]) -> None:
@@ -170,6 +174,19 @@ class Recorder:
             video.abandon()
         self.videos = {}
 
+    def _note_arrival(self, arrived: bool) -> None:
+        """Warn once, naming the endpoint, when nothing has arrived for `silence_warning_s`."""
+        now = time.monotonic()
+        if arrived:
+            if self._silent:
+                log.info("messages arrive again from %s", self.endpoint)
+            self._last_arrival, self._silent = now, False
+        elif not self._silent and now - self._last_arrival >= self.silence_warning_s:
+            self._silent = True
+            log.warning("nothing has arrived from %s for %.0f s: is a segmenter running and publishing there "
+                        "(its network.pub%s)? Still waiting.", self.endpoint, now - self._last_arrival,
+                        ", and are the CURVE keys accepted" if self.curve is not None else "")
+
     # -------------------------------------------------------------------- loop
     def run(self, should_stop: Callable[[], bool], beat: Callable[[], None] = lambda: None) -> int:
         """Record until `should_stop()`; `beat()` is called at least every 0.25 s while idle."""
@@ -186,9 +203,11 @@ class Recorder:
                      self.endpoint, self.directory, self.config.segment_seconds, self.config.video)
             if frames:
                 log.info("frames need the segmenter's frame topic (network.frame_topic.enabled: true)")
+            self._last_arrival = time.monotonic()
             while not should_stop():
                 beat()
                 item = self._subscriber.recv(timeout=0.2)
+                self._note_arrival(item is not None)
                 if item is not None:
                     self.record(item)
                 elif self.segment is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
@@ -291,3 +293,32 @@ def test_a_second_recorder_on_the_same_folder_is_refused(tmp_path):
     finally:
         stop.set()
         t.join(10)
+
+
+def test_the_recorder_warns_naming_the_endpoint_when_nothing_arrives(tmp_path, caplog):
+    assert Recorder(RecorderConfig(directory=tmp_path / "x"), "tcp://127.0.0.1:1").silence_warning_s == 10.0
+    pub = PublishingThread(rate_hz=20)
+    pub.start()
+    pub.ready.wait(10)
+    stop = threading.Event()
+    recorder = Recorder(RecorderConfig(directory=tmp_path / "rec"), pub.endpoint, silence_warning_s=0.6)
+    t = threading.Thread(target=recorder.run, args=(stop.is_set,))
+    with caplog.at_level(logging.INFO, logger="rtseg.recording.recorder"):
+        t.start()
+        try:
+            wait_for(lambda: recorder.segment is not None and recorder.segment.records > 5, 20, "records")
+            time.sleep(1.0)  # arriving: no warning
+            assert "nothing has arrived" not in caplog.text
+            pub.pause()
+            wait_for(lambda: "nothing has arrived" in caplog.text, 10, "the warning")
+            time.sleep(1.0)
+            warning = [r.getMessage() for r in caplog.records if "nothing has arrived" in r.getMessage()]
+            assert len(warning) == 1, warning  # once per silence
+            assert re.fullmatch(rf"nothing has arrived from {re.escape(pub.endpoint)} for \d+ s: is a segmenter "
+                                r"running and publishing there \(its network.pub\)\? Still waiting.", warning[0])
+            pub.resume()
+            wait_for(lambda: "messages arrive again" in caplog.text, 10, "the all-clear")
+        finally:
+            stop.set()
+            t.join(10)
+            pub.stop()
