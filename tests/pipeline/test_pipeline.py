@@ -135,6 +135,9 @@ def test_killed_segmenter_is_restarted_with_its_objects_and_shutdown_is_clean(tm
         pids = pipe.pids()
         run_id = pids["run_id"]
         assert shm_segments(run_id), "the capture ring should exist while running"
+        titles = {name: " ".join(psutil.Process(pid).cmdline()).strip() for name, pid in pids.items()
+                  if isinstance(pid, int) and name != "supervisor"}
+        assert titles == {"capture-cam": "rtseg: capture-cam", "segmenter": "rtseg: segmenter"}, titles  # ps, htop
         took = pipe.stop()
         assert pipe.proc.returncode == 0, pipe.output()
         assert took < 5.0, f"shutdown took {took:.1f} s"
