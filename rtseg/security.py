@@ -33,11 +33,15 @@ def load_key_pair(path: str | Path, *, need_secret: bool) -> tuple[bytes, bytes 
     """(public, secret) from a zmq.auth certificate file; secret is None for a .key file."""
     path = Path(path)
     hint = "generate keys with `rtseg keys DIR --name NAME`"
-    if not path.is_file():
+    if not path.exists():
         raise CurveKeyError(f"CURVE key file {path} does not exist; {hint}")
+    if not path.is_file():
+        raise CurveKeyError(f"CURVE key file {path} is not a file; {hint}")
     try:
         public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise CurveKeyError(f"CURVE key file {path} cannot be read ({e.strerror}); check its owner and mode") from None
+    except ValueError as e:
         raise CurveKeyError(f"CURVE key file {path} is not a zmq certificate ({e}); {hint}") from None
     if need_secret and secret is None:
         raise CurveKeyError(f"{path} holds only a public key; give the .key_secret file of the pair")

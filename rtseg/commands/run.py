@@ -11,15 +11,23 @@ from rtseg.pipeline.supervisor import Supervisor
 log = logging.getLogger("rtseg.run")
 
 
+def checkpoint_path(cfg: Config) -> Path:
+    """Where the config's checkpoint is: model.checkpoint, else checkpoints/<official file name>."""
+    from rtseg.engine.download import default_checkpoint_path
+    from rtseg.engine.models import model_spec
+
+    return Path(cfg.model.checkpoint) if cfg.model.checkpoint else default_checkpoint_path(model_spec(cfg.model.name))
+
+
 def resolve_checkpoint(cfg: Config, weights: str | None) -> str | None:
     """The checkpoint file to load (None: random weights); downloads a missing official one."""
     if (weights or cfg.model.weights) == "random":
         return None
-    from rtseg.engine.download import default_checkpoint_path, download_checkpoint
+    from rtseg.engine.download import download_checkpoint
     from rtseg.engine.models import model_spec
 
     spec = model_spec(cfg.model.name)
-    path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else default_checkpoint_path(spec)
+    path = checkpoint_path(cfg)
     if path.is_file():
         return str(path)
     from rtseg.engine.download import checkpoint_url
