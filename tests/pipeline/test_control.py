@@ -198,6 +198,20 @@ def test_bad_request_is_refused_and_never_reaches_the_handler(served, payload, c
     assert server.stats[code] == 1
 
 
+@pytest.mark.parametrize(("payload", "type_", "id_"), [
+    (request("list", v=2, id=5), "list", 5),  # a bad version
+    (request("list", id=[1]), "list", None),  # a bad id is not echoed, the type is
+    (request("add_pointz", id="a"), "add_pointz", "a"),  # an unknown type, as sent
+    (request("list", id=1) | {"type": 7}, None, 1),  # not a string: nothing to echo
+    (request("list") | {"type": "x" * 65}, None, None),  # too long to echo
+    (request("list", camera="nope", id=2), "list", 2),
+])
+def test_an_error_reply_echoes_the_requests_type_whenever_it_had_one(served, payload, type_, id_):
+    _, client, _ = served
+    reply = client.send(payload)
+    assert reply["ok"] is False and (reply["type"], reply["id"]) == (type_, id_), reply
+
+
 def test_error_reply_echoes_type_and_id(served):
     _, client, _ = served
     reply = client.send(request("add_box", camera="cam", obj_id=1, box=[3, 3, 1, 1], id="req-7"))
