@@ -16,7 +16,7 @@ from rtseg.pipeline.control import ControlServer, ErrorCode
 from rtseg.protocol import FrameMessage, MasksMessage, PromptEvent, StatusMessage, encode_rle
 from rtseg.pipeline.publisher import Publisher
 from tests.helpers.control import H, LATEST, W, FakeHandler, serving
-from tests.helpers.publishing import masks_message, warm_up
+from tests.helpers.publishing import drain, masks_message, warm_up
 
 
 @pytest.fixture
@@ -24,11 +24,6 @@ def pub(ctx) -> Iterator[Publisher]:
     publisher = Publisher("tcp://127.0.0.1:*", context=ctx)
     yield publisher
     publisher.close()
-
-
-def drain(sub: Subscriber) -> None:
-    while sub.recv(timeout=0.05) is not None:
-        pass
 
 
 # ---------------------------------------------------------------- Subscriber

@@ -51,3 +51,25 @@ def drain_queue(q: Any, timeout: float = 1.0) -> list:
             items.append(q.get(timeout=timeout))
         except queue.Empty:
             return items
+
+
+def assert_beating(heartbeat: Any, proc: Any, first_within: float = 30.0) -> None:
+    """The child `proc` beats `heartbeat` (a multiprocessing Value 'd' of time.time()) and
+    keeps beating: three looks 0.4 s apart see it rise, the last under a second old."""
+    wait_for(lambda: heartbeat.value > 0 or not proc.is_alive(), first_within, "the first heartbeat")
+    assert heartbeat.value > 0, f"no heartbeat (exit code {proc.exitcode})"
+    beats = []
+    for _ in range(3):
+        time.sleep(0.4)
+        beats.append(heartbeat.value)
+    assert beats[0] < beats[1] < beats[2] and time.time() - beats[2] < 1.0, f"the heartbeat stopped: {beats}"
+
+
+def stop_child(proc: Any, stop_event: Any, timeout: float = 10) -> int | None:
+    """Set the child's stop event and return its exit code; killed if it has not ended in `timeout` s."""
+    stop_event.set()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    return proc.exitcode

@@ -1,4 +1,5 @@
-"""Publishing on real sockets in tests: a small masks message and the slow-joiner warm-up."""
+"""Publishing on real sockets in tests: a small masks message, the slow-joiner warm-up, and
+emptying a subscriber."""
 from __future__ import annotations
 
 import time
@@ -27,3 +28,9 @@ def warm_up(pub: Publisher, subscribers: list[Subscriber]) -> None:
             if subscribers[i].recv(timeout=0.02) is not None:
                 waiting.discard(i)
     assert not waiting, "subscribers never connected"
+
+
+def drain(sub: Subscriber, quiet_s: float = 0.05) -> None:
+    """Receive and drop until nothing has come for `quiet_s` (e.g. what a warm-up left)."""
+    while sub.recv(timeout=quiet_s) is not None:
+        pass

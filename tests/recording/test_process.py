@@ -22,7 +22,7 @@ from rtseg.recording.recorder import Recorder, recorder_main
 from rtseg.recording import SegmentScan, iter_segment, list_segments, read_records
 from rtseg.view.overlay import object_color
 from rtseg.recording.store import list_videos
-from tests.helpers.procs import drain_queue, start_cli, stop_process, wait_for
+from tests.helpers.procs import assert_beating, drain_queue, start_cli, stop_child, stop_process, wait_for
 from tests.helpers.recording import PublishingThread, can_mount, masks_for, tmpfs
 
 
@@ -246,19 +246,11 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
     proc = ctx.Process(target=recorder_main, args=(cfg, stop_event, heartbeat, log_queue), name="recorder")
     proc.start()
     try:
-        wait_for(lambda: heartbeat.value > 0, 30, "the first heartbeat")
+        assert_beating(heartbeat, proc)
         wait_for(lambda: _part_records(tmp_path / "rec") > 10, 20, "records")
-        beats = []
-        for _ in range(3):
-            time.sleep(0.4)
-            beats.append(heartbeat.value)
-        assert beats[0] < beats[1] < beats[2] and time.time() - beats[2] < 1.0
-        stop_event.set()
-        proc.join(10)
-        assert proc.exitcode == 0
+        assert stop_child(proc, stop_event) == 0
     finally:
-        if proc.is_alive():
-            proc.kill()
+        stop_child(proc, stop_event, 0)
         pub.stop()
     assert [p.suffix for p in list_segments(tmp_path / "rec")] == [".mcap"]  # closed on stop
     logged = [r.getMessage() for r in drain_queue(log_queue)]

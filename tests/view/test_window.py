@@ -49,7 +49,7 @@ from rtseg.view.window import ViewerWindow  # noqa: E402
 from rtseg.commands.view import main  # noqa: E402
 from tests.helpers.control import serving  # noqa: E402
 from tests.helpers.messages import masks_of  # noqa: E402
-from tests.helpers.procs import stop_process, wait_for  # noqa: E402
+from tests.helpers.procs import assert_beating, stop_child, stop_process, wait_for  # noqa: E402
 
 CAM = "cam"
 ROOT = Path(__file__).resolve().parents[2]
@@ -443,20 +443,10 @@ def test_viewer_main_beats_and_exits_0_when_stopped(ctx, ring, tmp_path) -> None
         proc = spawn.Process(target=viewer_main, args=(cfg, {"back": ring}, stop, beat, None), name="viewer")
         proc.start()
         try:
-            deadline = time.monotonic() + 30
-            while beat.value == 0.0 and time.monotonic() < deadline and proc.is_alive():
-                time.sleep(0.05)
-            first = beat.value
-            assert first > 0, f"no heartbeat (exit code {proc.exitcode})"
-            time.sleep(1.2)
-            assert beat.value > first, "the heartbeat stopped"
-            stop.set()
-            proc.join(10)
-            assert proc.exitcode == 0
+            assert_beating(beat, proc)
+            assert stop_child(proc, stop) == 0
         finally:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+            stop_child(proc, stop, 0)
 
 
 def test_options_from_config_and_command_line(tmp_path, ring, capsys) -> None:
