@@ -29,8 +29,8 @@ examples:
 
 Coordinates are pixels of the camera's frame (x right, y down). --frame names the frame
 the user looked at; the reply's frame_index and applied_to ("requested" or "latest") say
-where the prompt went; a frame newer than the latest tracked one is refused. Exit status: 0 done, 1 refused (the reply's error is printed),
-3 no reply within --timeout.
+where the prompt went; a frame newer than the latest tracked one is refused. Exit status:
+0 done, 1 refused (the reply's error is printed), 3 no reply within --timeout.
 """
 
 
