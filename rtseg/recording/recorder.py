@@ -5,7 +5,8 @@ raw or overlay or recorder.frames is on (the segmenter must publish it:
 network.frame_topic.enabled). Emits nothing. With recorder.foxglove (default), each message is
 also written on Foxglove channels (rtseg.bridges.foxglove_messages), so a segment opens in Foxglove
 with video and masks.
-Logs a warning naming the endpoint when nothing has arrived for 10 s.
+Logs a warning naming the endpoint when nothing has arrived for 10 s (120 s under `rtseg run`,
+whose segmenter may take that long to build its model).
 
 Every message goes into MCAP segments (rtseg.recording.segment: one CRC-checked chunk per
 record, one write() each); a segment is fsync'd and renamed from `.part` when it closes after
@@ -36,6 +37,7 @@ from rtseg.recording.video import Mp4Writer
 log = logging.getLogger("rtseg.recording.recorder")
 
 LOCK_NAME = ".rtseg-recorder.lock"
+PIPELINE_SILENCE_WARNING_S = 120.0
 
 
 class Recorder:
@@ -245,7 +247,10 @@ def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_queue: Any) 
     except CurveKeyError as e:
         log.error("recorder cannot subscribe: %s", e)
         raise SystemExit(EXIT_FATAL) from None
-    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve)
+    # the segmenter started beside it may build its model for minutes on a CPU, and the supervisor
+    # watches it anyway: warn of silence later than `rtseg record` on its own does
+    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve,
+                        silence_warning_s=PIPELINE_SILENCE_WARNING_S)
     code = recorder.run(stop_event.is_set, beat)
     if code:
         raise SystemExit(code)
