@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from rtseg.commands import setup_logging
 from rtseg.config import Config, ConfigError, NetworkConfig, RecorderConfig, load_config
 from rtseg.proc import EXIT_FATAL
 from rtseg.recording.recorder import Recorder
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, ValidationError) as e:
         print(f"invalid settings:\n{e}", file=sys.stderr)
         return EXIT_FATAL
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(level)
     from rtseg.security import CurveClient, CurveKeyError
 
     try:

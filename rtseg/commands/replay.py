@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from rtseg.commands import setup_logging
 from rtseg.protocol import DEFAULT_PUB
 from rtseg.recording.replay import replay
 
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     from rtseg.recording.segment import RecordingError
     from rtseg.recording.store import list_segments
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging()
     if args.speed <= 0:
         print(f"error: --speed must be > 0, got {args.speed}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from rtseg.commands import setup_logging
 from rtseg.config import Config
 from rtseg.pipeline.supervisor import Supervisor
 
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     level = (args.log_level or cfg.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(processName)-18s %(name)s %(levelname)s: %(message)s")
+    setup_logging(level, process_names=True)
     if args.fresh:
         (Path(cfg.supervisor.state_dir) / "prompts.jsonl").unlink(missing_ok=True)
     checkpoint = resolve_checkpoint(cfg, args.weights)

@@ -9,10 +9,10 @@ import sys
 import threading
 from pathlib import Path
 
+from rtseg.commands import setup_logging
 from rtseg.proc import EXIT_FATAL
 from rtseg.protocol import DEFAULT_CONTROL, DEFAULT_PUB
 from rtseg.view.viewer import ViewerError, display_available, options_from_args, release_qt, run_viewer
-
 
 
 DESCRIPTION = """\
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         options = options_from_args(args)
     except ViewerError as e:
