@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from rtseg.commands import setup_logging
+from rtseg.commands import setup_logging, stop_on_signals
 from rtseg.config import Config, ConfigError, NetworkConfig, RecorderConfig, load_config
 from rtseg.proc import EXIT_FATAL
 from rtseg.recording.recorder import Recorder
@@ -82,7 +80,5 @@ def main(args: argparse.Namespace) -> int:
     except CurveKeyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     return Recorder(rc, endpoint, cameras=args.cameras, video_fps=fps, curve=curve).run(stop.is_set)

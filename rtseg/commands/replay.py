@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from rtseg.commands import setup_logging
+from rtseg.commands import setup_logging, stop_on_signals
 from rtseg.protocol import DEFAULT_PUB
 from rtseg.recording.replay import replay
 
@@ -56,9 +54,7 @@ def main(args: argparse.Namespace) -> int:
     except RecordingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         publisher = Publisher(args.pub, hwm=args.hwm)
     except OSError as e:

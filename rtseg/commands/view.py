@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from rtseg.commands import setup_logging
+from rtseg.commands import setup_logging, stop_on_signals
 from rtseg.proc import EXIT_FATAL
 from rtseg.protocol import DEFAULT_CONTROL, DEFAULT_PUB
 from rtseg.view.viewer import ViewerError, display_available, options_from_args, release_qt, run_viewer
@@ -60,9 +58,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: no display (DISPLAY / WAYLAND_DISPLAY unset): run the viewer where there is a screen, "
               "or set QT_QPA_PLATFORM=offscreen for a test", file=sys.stderr)
         return EXIT_FATAL
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or `kill` closes the window, exit 0
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()  # Ctrl-C or `kill` closes the window, exit 0
     code = run_viewer(options, should_stop=stop.is_set)
     release_qt()
     # The window, the feed's threads and sockets are closed and the ring released: end here.
