@@ -186,9 +186,11 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _video_needs_frames(self) -> Config:
-        if self.recorder.video != "none" and not self.network.frame_topic.enabled:
-            raise ValueError(f"recorder.video is {self.recorder.video!r} but the segmenter publishes no frames: set "
-                             "network.frame_topic.enabled: true, or recorder.video: none")
+        rec = self.recorder
+        if (rec.video != "none" or rec.frames) and not self.network.frame_topic.enabled:
+            what = f"recorder.video is {rec.video!r}" if rec.video != "none" else "recorder.frames is on"
+            raise ValueError(f"{what} but the segmenter publishes no frames: set network.frame_topic.enabled: true, "
+                             "or recorder.video: none and recorder.frames: false")
         return self
 
 

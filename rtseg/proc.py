@@ -3,7 +3,8 @@
 - exit codes: EXIT_OK, EXIT_FATAL (bad config, missing weights, a folder that cannot be
   written: the supervisor does not restart a child that exits with it);
 - child logging: every record goes to the supervisor's single listener, at the configured level;
-- signals: the supervisor decides when a child stops (SIGINT ignored, SIGTERM -> stop);
+- signals: the supervisor decides when a child stops (SIGINT ignored, SIGTERM -> stop); a
+  command's own process stops alike on Ctrl-C and SIGTERM;
 - ring names: which shared-memory ring a run's camera writes to;
 - process titles: `rtseg: segmenter`, `rtseg: capture-cam1`, ... in ps, top and htop.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import signal
+import threading
 from typing import Any, Callable
 
 EXIT_OK, EXIT_FATAL = 0, 2
@@ -48,3 +50,12 @@ def stop_on_sigterm(on_stop: Callable[[], Any]) -> None:
     """A child ignores Ctrl-C (the supervisor decides when it stops) and stops on SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: on_stop())
+
+
+def stop_on_signals() -> threading.Event:
+    """For a command's own process: an event that Ctrl-C (SIGINT) or SIGTERM sets, so it stops
+    cleanly and the same way on both."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

@@ -43,6 +43,7 @@ model:
         (GOOD + "recorder:\n  video: overlay\n",
          "recorder.video is 'overlay' but the segmenter publishes no frames: set network.frame_topic.enabled: true"),
         (GOOD + "recorder:\n  video: raw\nnetwork:\n  frame_topic: {enabled: false}\n", "publishes no frames"),
+        (GOOD + "recorder:\n  frames: true\n", "recorder.frames is on but the segmenter publishes no frames"),
         ("cameras: [\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from rtseg.bridges.foxglove import DEFAULT_PORT, FoxgloveBridge
 from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings, serve_until_signal
+from rtseg.commands import setup_logging
 from rtseg.proc import EXIT_FATAL, EXIT_OK
 
 DESCRIPTION = f"""\
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         feed = feed_settings(args)
     except SettingsError as e:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from rtseg.commands import setup_logging, stop_on_signals
+from rtseg.commands import setup_logging
 from rtseg.config import Config, ConfigError, NetworkConfig, RecorderConfig, load_config
-from rtseg.proc import EXIT_FATAL
+from rtseg.proc import EXIT_FATAL, stop_on_signals
 from rtseg.recording.recorder import Recorder
 
 

@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from rtseg.commands import setup_logging, stop_on_signals
+from rtseg.commands import setup_logging
+from rtseg.proc import stop_on_signals
 from rtseg.protocol import DEFAULT_PUB
 from rtseg.recording.replay import replay
 

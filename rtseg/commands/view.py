@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from rtseg.commands import setup_logging, stop_on_signals
-from rtseg.proc import EXIT_FATAL
+from rtseg.commands import setup_logging
+from rtseg.proc import EXIT_FATAL, stop_on_signals
 from rtseg.protocol import DEFAULT_CONTROL, DEFAULT_PUB
 from rtseg.view.viewer import ViewerError, display_available, options_from_args, release_qt, run_viewer
 

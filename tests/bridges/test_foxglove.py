@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -76,8 +75,7 @@ def test_a_port_in_use_is_an_error_that_names_it():
             FoxgloveBridge("tcp://127.0.0.1:1", cameras=["cam"], port=first.port).start()
 
 
-def test_ring_frames_are_encoded_only_while_someone_watches():
-    ring = f"fx-{uuid.uuid4().hex[:8]}"
+def test_ring_frames_are_encoded_only_while_someone_watches(ring):
     with RingWriter(ring, slots=4, source_id="cam") as writer:
         def write(i: int) -> None:
             image = np.zeros((H, W, 3), np.uint8)
