@@ -207,6 +207,15 @@ class Config(StrictModel):
             raise ValueError(f"cluster.weights names unknown camera(s) {unknown}")
         return self
 
+    @model_validator(mode="after")
+    def _video_needs_frames(self) -> Config:
+        rec = self.recorder
+        if (rec.video != "none" or rec.frames) and not self.network.frame_topic.enabled:
+            what = f"recorder.video is {rec.video!r}" if rec.video != "none" else "recorder.frames is on"
+            raise ValueError(f"{what} but the segmenter publishes no frames: set network.frame_topic.enabled: true, "
+                             "or recorder.video: none and recorder.frames: false")
+        return self
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names file, line, key and value."""

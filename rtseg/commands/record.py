@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from rtseg.config import ConfigError, NetworkConfig, RecorderConfig, load_config
-from rtseg.proc import EXIT_FATAL
+from rtseg.commands import setup_logging
+from rtseg.config import Config, ConfigError, NetworkConfig, RecorderConfig, load_config
+from rtseg.proc import EXIT_FATAL, stop_on_signals
 from rtseg.recording.recorder import Recorder
 
 
@@ -64,6 +62,8 @@ def _settings(args: argparse.Namespace) -> tuple[RecorderConfig, str, float, str
                                    "video": args.video, "frames": args.frames,
                                    "foxglove": args.foxglove}.items() if v is not None}
     rc = RecorderConfig.model_validate({**rc.model_dump(), **overrides})
+    if cfg is not None:  # the config's rules again, with the command line's recorder settings
+        Config.model_validate({**cfg.model_dump(), "recorder": rc.model_dump()})
     network = cfg.network if cfg else NetworkConfig()
     fps = args.video_fps or network.frame_topic.fps
     return rc, args.pub or network.pub, fps, (args.log_level or (cfg.log_level if cfg else "INFO")).upper()
@@ -75,21 +75,14 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, ValidationError) as e:
         print(f"invalid settings:\n{e}", file=sys.stderr)
         return EXIT_FATAL
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    curve = None
-    if args.client_key or args.server_key:
-        from rtseg.security import CurveClient, CurveKeyError
+    setup_logging(level)
+    from rtseg.security import CurveClient, CurveKeyError
 
-        if not (args.client_key and args.server_key):
-            print("CURVE needs both --client-key and --server-key", file=sys.stderr)
-            return EXIT_FATAL
-        try:
-            curve = CurveClient.from_files(args.client_key, args.server_key)
-        except CurveKeyError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_FATAL
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    try:
+        curve = CurveClient.from_options(args.client_key, args.server_key)
+    except CurveKeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FATAL
+    stop = stop_on_signals()
     return Recorder(rc, args.cluster or endpoint, cameras=args.cameras, video_fps=fps, curve=curve,
                     cluster=bool(args.cluster)).run(stop.is_set)
