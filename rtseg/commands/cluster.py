@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 HELP = """\
@@ -70,14 +69,14 @@ def main(args: argparse.Namespace) -> int:
         return status(args)
     from pathlib import Path
 
+    from rtseg.commands import setup_logging
     from rtseg.commands.run import resolve_checkpoint
     from rtseg.config import load_or_report
 
     cfg = load_or_report(args.config)
     if cfg is None:
         return 2
-    level = (args.log_level or cfg.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.log_level or cfg.log_level)
     try:
         import ray  # noqa: F401
     except ImportError:
