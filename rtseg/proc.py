@@ -5,8 +5,10 @@
 - child logging: every record goes to the supervisor's `LogListener`, at the configured level,
   over a transport no child can block for the others (below);
 - the stop request: `StopFlag`, a byte of shared memory without a lock;
-- signals: the supervisor decides when a child stops (SIGINT ignored, SIGTERM -> stop);
-- ring names: which shared-memory ring a run's camera writes to.
+- signals: the supervisor decides when a child stops (SIGINT ignored, SIGTERM -> stop); a
+  command's own process stops alike on Ctrl-C and SIGTERM;
+- ring names: which shared-memory ring a run's camera writes to;
+- process titles: `rtseg: segmenter`, `rtseg: capture-cam1`, ... in ps, top and htop.
 
 Why no multiprocessing.Queue or Event between the supervisor and its children: both take a
 lock shared by every process (a Queue's writer lock, an Event's condition lock). A child
@@ -147,6 +149,21 @@ class _PushHandler(logging.Handler):
         super().close()
 
 
+def set_process_title(role: str) -> None:
+    """Show this process as `rtseg: <role>` in ps, top and htop (its command line and, cut to
+    15 characters, its kernel name)."""
+    import setproctitle
+
+    setproctitle.setproctitle(f"rtseg: {role}")
+
+
+def run_child(role: str, target: Callable[..., Any], *args: Any) -> None:
+    """The target of every child process of `rtseg run`: title the process after its role,
+    then run `target(*args)`."""
+    set_process_title(role)
+    target(*args)
+
+
 def setup_child_logging(log_endpoint: str | None, level: str = "INFO") -> None:
     """In a child process: send every log record to the supervisor's LogListener at
     `log_endpoint` (None: to stderr), at `level`."""
@@ -241,3 +258,12 @@ def stop_on_sigterm(on_stop: Callable[[], Any]) -> None:
     """A child ignores Ctrl-C (the supervisor decides when it stops) and stops on SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: on_stop())
+
+
+def stop_on_signals() -> threading.Event:
+    """For a command's own process: an event that Ctrl-C (SIGINT) or SIGTERM sets, so it stops
+    cleanly and the same way on both."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

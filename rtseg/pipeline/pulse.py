@@ -39,8 +39,10 @@ class Abandon(BaseException):
 
 
 class Pulse(threading.Thread):
-    """Create in the main thread (it installs the SIGUSR1 handler there), then `start()`.
-    `segmenter` is set once it exists; until then only the stop watch runs."""
+    """Create it, then `start()`; `segmenter` is set once it exists. Created in the main thread
+    (a segmenter process) it installs the SIGUSR1 handler there and can interrupt model work;
+    created in another thread (rtseg.cluster runs the loop in a thread of a Ray actor) a stop
+    waits for the work in progress."""
 
     def __init__(self, stop_event: Any, status_interval_s: float, heartbeat: Any = None) -> None:
         super().__init__(name="segmenter-pulse", daemon=True)
@@ -52,7 +54,9 @@ class Pulse(threading.Thread):
         self._busy_since = 0.0
         self._done = threading.Event()
         self._main = threading.main_thread().ident
-        signal.signal(signal.SIGUSR1, self._abandon_here)
+        self.interruptible = threading.current_thread() is threading.main_thread()
+        if self.interruptible:
+            signal.signal(signal.SIGUSR1, self._abandon_here)
 
     def _abandon_here(self, _signum: int, _frame: object) -> None:
         if self.busy:  # runs in the main thread: busy cannot change under us
@@ -84,7 +88,7 @@ class Pulse(threading.Thread):
                     due = now + self.interval_s - (now - due) % self.interval_s
             if self.heartbeat is not None and self.busy and now - self._busy_since < MAX_WORK_S:
                 self.heartbeat.value = time.time()
-            if self.stop_event.is_set() and self.busy:
+            if self.interruptible and self.stop_event.is_set() and self.busy:
                 if interrupted_at is None:
                     interrupted_at = now
                     signal.pthread_kill(self._main, signal.SIGUSR1)

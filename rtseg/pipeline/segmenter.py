@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import Config
-from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
+from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
+                                    prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.prompt_log import PromptLog
 from rtseg.proc import EXIT_FATAL, EXIT_OK, RunState, exit_now, setup_child_logging, stop_on_sigterm
@@ -194,6 +195,7 @@ class Segmenter:
         pipe = self.cams[camera]
         if pipe.latest_frame is None:
             raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        check_frame_index(camera, frame_index, pipe.latest_frame.index)
         result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
                                            **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)
@@ -321,15 +323,19 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                  heartbeat: Any = None, state: RunState | None = None) -> None:
+                  heartbeat: Any = None, state: RunState | None = None, *, prompt_log: Any = None,
+                  on_ready: Any = None) -> None:
     """Build the model, then track until stop_event; a stop request during model work
-    abandons it (rtseg.pipeline.pulse). `state`: the run's stream id and frame counters."""
+    abandons it (rtseg.pipeline.pulse). `state`: the run's stream id and frame counters.
+    `prompt_log` replaces the state_dir's prompts.jsonl (rtseg.cluster keeps it off the node);
+    `on_ready(pub, control)` is called with the endpoints really bound (":*" ports) once both
+    sockets are up."""
     pulse = Pulse(stop_event, cfg.network.status_interval_s, heartbeat)
     pulse.start()
     try:
         with pulse.working():
             predictors, device = _build(cfg, checkpoint)
-        _serve(cfg, predictors, device, ring_names, stop_event, heartbeat, pulse, state)
+        _serve(cfg, predictors, device, ring_names, stop_event, heartbeat, pulse, state, prompt_log, on_ready)
     except Abandon:
         log.info("stop requested: abandoned the model work in progress")
     finally:
@@ -351,7 +357,8 @@ def _build(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPred
 
 
 def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, ring_names: dict[str, str],
-           stop_event: Any, heartbeat: Any, pulse: Pulse, state: RunState | None) -> None:
+           stop_event: Any, heartbeat: Any, pulse: Pulse, state: RunState | None, prompt_log: Any,
+           on_ready: Any) -> None:
     from rtseg.ring import RingReader
     from rtseg.security import CurveServer
 
@@ -363,14 +370,17 @@ def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, 
     try:
         try:
             publisher = Publisher.from_config(cfg.network, curve=curve, stream=state.stream if state else "")
-            seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                            publisher, device, state_readers=state_readers,
+            if prompt_log is None:
+                prompt_log = PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl")
+            seg = Segmenter(cfg, predictors, readers, prompt_log, publisher, device, state_readers=state_readers,
                             published=state.published if state else None)
             control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
         except OSError as e:  # an endpoint in use: a restart will not free it
             raise FatalError(str(e)) from None
         log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
         pulse.segmenter = seg
+        if on_ready is not None:
+            on_ready(publisher.endpoint, control.endpoint)
         if consumer:
             wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
         while not stop_event.is_set():

@@ -8,8 +8,7 @@ import queue
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ from tests.helpers.net import free_port
 
 CTX = mp.get_context("spawn")
 PASSWORD = "Sup3r-Secret!"
-
-
-@pytest.fixture
-def ring() -> Iterator[str]:
-    name = f"c-{uuid.uuid4().hex[:10]}"
-    yield name
-    left = ring_segments(name)
-    unlink_ring(name)
-    assert left == [], f"leaked shared memory: {left}"
 
 
 def camera(source: str, **kw: Any) -> CameraConfig:
