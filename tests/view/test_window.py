@@ -301,7 +301,7 @@ def test_remote_viewer_matches_jpeg_frames_and_masks_by_frame_index(qapp, ctx) -
 
 # --------------------------------------------------------------------------- HUD
 def test_hud_says_camera_lost_reconnecting_from_the_status_topic(qapp, ctx) -> None:
-    status = StatusMessage(cameras={CAM: CameraStatus(fps=0.0, source_state="reconnecting (attempt 3)")})
+    status = StatusMessage(cameras={CAM: CameraStatus(fps=0.0, source_state="reconnecting", source_attempt=3)})
     with Publisher("tcp://127.0.0.1:*", context=ctx) as pub, viewer(ctx, pub) as win:
         pump(lambda: "camera lost, reconnecting (attempt 3)" in win.hud_text(), every=lambda: pub.publish(status),
              what="the reconnecting state in the HUD")
