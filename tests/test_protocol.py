@@ -268,3 +268,18 @@ def test_any_run_lengths_decode_like_pycocotools(runs):
     text = _coco_counts_string(runs)
     assert _agrees_with_pycocotools(h, w, text)
     assert rle_counts({"size": [h, w], "counts": text})[1].tolist() == runs
+
+
+def test_every_message_type_carries_the_run_stream_id_in_its_header():
+    import dataclasses
+
+    from rtseg.protocol import _BY_TYPE, pack, unpack
+
+    for cls in _BY_TYPE.values():
+        assert "stream" in {f.name for f in dataclasses.fields(cls)}, f"{cls.__name__} has no stream field"
+    msg = StatusMessage(cameras={"cam": CameraStatus(source_state="reconnecting", source_attempt=2,
+                                                     source_message="read timeout")})
+    back = unpack(pack(dataclasses.replace(msg, stream="0123456789abcdef", seq=4)))
+    assert back.stream == "0123456789abcdef" and back.seq == 4
+    assert (back.cameras["cam"].source_attempt, back.cameras["cam"].source_message) == (2, "read timeout")
+    assert msgpack.unpackb(pack(msg)[1])["stream"] == ""  # a publisher outside `rtseg run`
