@@ -27,6 +27,7 @@ from rtseg.config import Config
 from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.prompt_log import PromptLog
+from rtseg.pipeline.reporter import ObjectReporter
 from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
 from rtseg.pipeline.publisher import Publisher
@@ -41,6 +42,7 @@ class CameraPipeline:
     camera: str
     reader: Any  # rtseg.ring.RingReader
     predictor: StreamingPredictor
+    reporter: ObjectReporter
     engine_index: OrderedDict[int, int] = field(default_factory=OrderedDict)  # capture index -> engine index
     latest_frame: Any = None  # the newest tracked rtseg.sources.Frame
     restore: list = field(default_factory=list)  # logged prompts to re-apply on the first frame
@@ -74,8 +76,10 @@ class Segmenter:
         self.publisher = publisher
         self.prompt_log = prompt_log
         self.device_name = device_name
+        cam_cfgs = {c.id: c for c in cfg.cameras}
         self.cams: dict[str, CameraPipeline] = {
-            cam: CameraPipeline(cam, readers[cam], predictors[cam], restore=prompt_log.latest_prompts(cam))
+            cam: CameraPipeline(cam, readers[cam], predictors[cam], ObjectReporter(cam_cfgs[cam]),
+                                restore=prompt_log.latest_prompts(cam))
             for cam in predictors
         }
         self._last_status = 0.0
@@ -112,13 +116,21 @@ class Segmenter:
         t1 = time.monotonic_ns()
         pipe.frames += 1
         pipe.skipped_total += rf.missed
-        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6}
+        report = pipe.reporter.process(frame.index, frame.t_mono_ns, frame.t_wall_ns, result.obj_ids, result.masks,
+                                       result.object_scores, result.boxes)
+        t2 = time.monotonic_ns()
+        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6, "report": (t2 - t1) / 1e6}
         msg = MasksMessage.from_arrays(
-            pipe.camera, frame.index, obj_ids=result.obj_ids, masks=result.masks, scores=result.object_scores,
-            boxes=result.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
-            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed)
-        latency["encode"] = (time.monotonic_ns() - t1) / 1e6  # RLE encoding, done by from_arrays
+            pipe.camera, frame.index, obj_ids=result.obj_ids, masks=report.masks, scores=result.object_scores,
+            boxes=report.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
+            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed, states=report.states)
+        latency["encode"] = (time.monotonic_ns() - t2) / 1e6  # RLE encoding, done by from_arrays
         self.publisher.publish(dataclasses.replace(msg, latency_ms=latency))
+        self._publish_all(report.events)
+        for obj_id in pipe.reporter.expired():
+            log.info("camera %s: object %d lost for over %s s: removing it", pipe.camera, obj_id,
+                     pipe.reporter.cfg.lifecycle.remove_after_s)
+            self.remove(pipe.camera, obj_id)
         pipe.latencies_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
         pipe.frame_times.append(time.monotonic())
         self.publisher.publish_frame(pipe.camera, frame.index, frame.image, capture_ns=frame.t_mono_ns,
@@ -190,10 +202,16 @@ class Segmenter:
     def remove(self, camera: str, obj_id: int) -> dict:
         self.cams[camera].predictor.remove_object(obj_id)
         self.prompt_log.remove(camera, obj_id)
+        self._publish_all(self.cams[camera].reporter.removed([obj_id]))
         return {"obj_ids": self.known_objects(camera)}
+
+    def _publish_all(self, messages) -> None:
+        for m in messages:
+            self.publisher.publish(m)
 
     def reset(self, camera: str) -> dict:
         pipe = self.cams[camera]
+        self._publish_all(pipe.reporter.removed(pipe.predictor.obj_ids))
         pipe.predictor.reset()
         pipe.engine_index.clear()
         pipe.latest_frame = None
@@ -258,7 +276,7 @@ def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, st
                    heartbeat: Any, log_queue: Any) -> None:
     """Process entry point (spawned by the supervisor).
 
-    Emits: masks.<camera>, frame.<camera> (optional), status. Reacts to: control requests
+    Emits: masks.<camera>, event.<camera>, frame.<camera> (optional), status. Reacts to: control requests
     add_points, add_box, add_mask, remove, reset, list, status.
     """
     stop_on_sigterm(stop_event.set)
