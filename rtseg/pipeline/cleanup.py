@@ -21,12 +21,14 @@ def _small_components(binary: np.ndarray, max_px: int, *, skip_border: bool) -> 
     """Pixels of 8-connected components of `binary` smaller than max_px (optionally leaving
     out the components that touch the crop's edge)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < max_px
-    small[0] = False  # label 0 is the other colour
+    if n <= 2 and not skip_border:
+        return np.zeros_like(binary)  # one component: nothing smaller than the object itself
+    small = (stats[:, cv2.CC_STAT_AREA] < max_px).astype(np.uint8)
+    small[0] = 0  # label 0 is the other colour
     if skip_border:
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        small[edge] = False
-    return small[labels] if n > 1 else np.zeros_like(binary)
+        small[edge] = 0
+    return np.take(small, labels).view(bool)  # a lookup table: ~3x faster than boolean fancy indexing
 
 
 def clean_mask(crop: np.ndarray, cfg: CleanMasksConfig) -> np.ndarray:
