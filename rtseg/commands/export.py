@@ -12,13 +12,15 @@ DESCRIPTION = """\
 Export a recording to COCO JSON, DAVIS palette PNGs or MP4 with the masks drawn.
 
 examples:
-  rtseg export recordings --to coco                  # -> recordings.coco.json (+ _images/ if frames)
+  rtseg export recordings --to coco                  # -> recordings.coco.json, recordings.events.json
+                                                     #    (+ _images/ if frames)
   rtseg export recordings --to davis --out davis/    # Annotations/<camera>/<frame>.png, JPEGImages/
   rtseg export recordings --to mp4 --camera demo     # -> recordings.mp4, masks over the frames
   rtseg export recordings/rtseg-20260101T120000_000000Z.mcap --to coco --out one.json
 
 COCO: one image per processed frame, one annotation per visible object (RLE mask, bbox, area,
-track_id = object id, score); loads with pycocotools. DAVIS: pixel = object id (palette PNG).
+track_id = object id, score, state); loads with pycocotools. Beside it, EVENTS.events.json:
+the object events (appeared, occluded, reappeared, lost, removed, entered_zone, left_zone). DAVIS: pixel = object id (palette PNG).
 MP4 needs recorded frames (recorder.video raw/overlay with network.frame_topic.enabled);
 without them the masks are drawn on black. Exit status: 0 done, 1 nothing to export or an error.
 """
@@ -67,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.to == "coco":
             r = export_coco(args.recording, out, **kwargs)
-            summary = f"{r['out']}: {r['images']} images, {r['annotations']} annotations, {r['jpegs']} JPEG frames"
+            summary = (f"{r['out']}: {r['images']} images, {r['annotations']} annotations, {r['jpegs']} JPEG frames; "
+                       f"{r['events_out']}: {r['events']} events")
         elif args.to == "davis":
             r = export_davis(args.recording, out, **kwargs)
             summary = f"{r['out']}: {r['pngs']} PNG masks of {r['objects']} object(s), {r['jpegs']} JPEG frames"

@@ -1,6 +1,6 @@
 """`rtseg record`: subscribe to the segmenter and write a recording that survives crashes.
 
-Reacts to: masks.<camera>, prompt.<camera>, status, and frame.<camera> when recorder.video is
+Reacts to: masks.<camera>, prompt.<camera>, event.<camera>, status, and frame.<camera> when recorder.video is
 raw or overlay (the segmenter must publish it: network.frame_topic.enabled). Emits nothing.
 
 Every message goes into MCAP segments (rtseg.recording.segment: one CRC-checked chunk per
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from rtseg.config import Config, RecorderConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
-from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
+from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
 from rtseg.recording.segment import RecordingWriteError, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
 from rtseg.recording.video import Mp4Writer
@@ -167,7 +167,7 @@ class Recorder:
         """Record until `should_stop()`; `beat()` is called at least every 0.25 s while idle."""
         from rtseg.client import Subscriber
 
-        topics = [MASKS, PROMPT, STATUS] + ([FRAME] if self.config.video != "none" else [])
+        topics = [MASKS, PROMPT, EVENT, STATUS] + ([FRAME] if self.config.video != "none" else [])
         try:
             beat()
             self._prepare(beat)
