@@ -5,7 +5,8 @@ Same host: frames from the camera's shared-memory ring (`--ring NAME`, or `--rin
 `frame.<camera>` (the segmenter's `network.frame_topic.enabled`). Masks, status and prompt
 events come from the publisher either way; prompts go to the control socket.
 
-Reacts to: masks.<camera>, status, prompt.<camera>, frame.<camera> (without a ring).
+Reacts to: masks.<camera>, status, prompt.<camera>, event.<camera>, frame.<camera> (without a ring).
+Zones (cameras[].zones) are drawn when the viewer has the config (`rtseg run`, or `--config`).
 Emits: add_points / add_box / remove / reset requests on the control socket.
 The pieces live in rtseg/view/ (overlay, feed, window, ...).
 """
@@ -44,6 +45,7 @@ class ViewerOptions:
     fps: float = 30.0
     mask_alpha: float = 0.45
     curve: Any = None  # rtseg.security.CurveClient
+    zones: tuple[tuple[str, tuple], ...] = ()  # (name, polygon) drawn over the picture (from the config)
 
 
 def connectable(endpoint: str) -> str:
@@ -81,13 +83,18 @@ def _camera_of(cfg: Config, camera: str | None) -> str:
     return camera
 
 
+def zones_of(cfg: Config, camera: str) -> tuple[tuple[str, tuple], ...]:
+    cam = next(c for c in cfg.cameras if c.id == camera)
+    return tuple((z.name, tuple(z.polygon)) for z in cam.zones)
+
+
 def options_from_config(cfg: Config, ring_names: dict[str, str]) -> ViewerOptions:
     """The viewer of `rtseg run`: same host, frames from the ring of viewer.camera."""
     camera = _camera_of(cfg, None)
     v = cfg.viewer
     return ViewerOptions(camera=camera, pub=connectable(cfg.network.pub), control=connectable(cfg.network.control),
                          ring=ring_names.get(camera), frame_buffer=v.frame_buffer, fps=v.fps,
-                         mask_alpha=v.mask_alpha, curve=_pipeline_curve(cfg))
+                         mask_alpha=v.mask_alpha, curve=_pipeline_curve(cfg), zones=zones_of(cfg, camera))
 
 
 def _pipeline_curve(cfg: Config) -> Any:
@@ -158,7 +165,8 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
     if fps <= 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
     return ViewerOptions(camera=camera, pub=pub, control=control, ring=ring, frame_buffer=frame_buffer, fps=fps,
-                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve)
+                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve,
+                         zones=zones_of(cfg, camera) if cfg is not None else ())
 
 
 def _ask_camera(control: str | None, curve: Any) -> str:
@@ -194,7 +202,8 @@ def build_viewer(options: ViewerOptions, context: Any = None) -> Any:
 
     guard_bool_refcounts()  # PySide6 6.12.0 + Python 3.11 would abort after a few thousand signals
     feed = Feed(options.camera, options.pub, ring=options.ring, frame_buffer=options.frame_buffer,
-                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context).start()
+                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context,
+                zones=options.zones).start()
     sender = None
     if options.control:
         sender = PromptSender(options.control, curve=options.curve, context=context).start()
