@@ -3,9 +3,11 @@ object score forced to 'visible': masks are meaningless, the path is real). Came
 takes detector boxes (add_boxes), camera `all` runs SAM 2's automatic mask generator."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from rtseg.client import ControlError, Controller, Masks, Subscriber
@@ -15,6 +17,7 @@ from tests.helpers.engine import write_test_checkpoint
 from tests.helpers.pipeline import Pipeline, write_config
 
 MAX_OBJECTS = 2
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,12 @@ def test_add_boxes_and_everything_mode(tmp_path, checkpoint):
         assert reply["added"] == [2] and reply["obj_ids"] == [1, 2] and reply["boxes"][0]["iou"] >= 0.99
         assert refused.value.field == "type" and "auto_prompt.mode" in refused.value.message
         wait(lambda m: isinstance(m, PromptEvent) and m.camera == "det" and m.op == "add_box" and m.obj_id == 2)
+        # the example detector client: ground-truth boxes of the synthetic scene, only new ones added
+        tool = subprocess.run([sys.executable, "-W", "error", "tools/feed_boxes.py", "--camera", "det", "--source",
+                               cameras[0]["source"], "--pub", pipe.pub, "--control", pipe.control, "--times", "1",
+                               "--every", "0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert tool.returncode == 0, tool.stdout + tool.stderr
+        assert "box(es):" in tool.stdout and "objects now [1, 2" in tool.stdout, tool.stdout
 
         # everything: objects appear by themselves; never more than max_objects, never overlapping
         added = wait(lambda m: isinstance(m, PromptEvent) and m.camera == "all" and m.op == "add_mask")
