@@ -118,3 +118,18 @@ def test_bad_add_boxes_is_refused_naming_the_field(served, fields, field, text):
     assert not reply["ok"] and reply["error"]["field"] == field and text in reply["error"]["message"], reply
     assert reply["error"]["code"] in (ErrorCode.INVALID_VALUE, ErrorCode.BAD_REQUEST)
     assert handler.calls == []
+
+
+def test_bench_auto_prompt_tool_runs():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-W", "error", "tools/bench_auto_prompt.py", "--image-size", "64", "--size",
+                          "64x48", "--points-per-side", "2", "--baseline-frames", "1", "--objects", "1"],
+                         capture_output=True, text=True, timeout=280, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["image_size"] == 64 and report["keyframe_alone_s"] > 0 and report["keyframe_while_tracking_s"] > 0
+    assert report["tracking_during_keyframe"]["frames"] >= 1 and report["tracking_alone"]["p50_ms"] > 0
