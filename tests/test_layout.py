@@ -20,7 +20,7 @@ FLOORS = {
     "rtseg.config": 1, "rtseg.security": 1,
     "rtseg.client": 2, "rtseg.sources": 2,
     "rtseg.ring": 3, "rtseg.engine": 3,
-    "rtseg.pipeline": 4, "rtseg.recording": 4, "rtseg.view": 4,
+    "rtseg.pipeline": 4, "rtseg.recording": 4, "rtseg.view": 4, "rtseg.bridges": 4,
     "rtseg.commands": 5, "rtseg.cli": 6,
 }
 

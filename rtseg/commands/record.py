@@ -23,6 +23,7 @@ examples:
   rtseg record configs/demo.yaml                     # recorder.* and network.pub of the config
   rtseg record --pub tcp://127.0.0.1:5555 --dir recordings --segment-seconds 30
   rtseg record configs/demo.yaml --video overlay     # also MP4s with the masks drawn
+  rtseg record configs/demo.yaml --frames            # frames in the segments (Foxglove shows video)
   rtseg record --retention-gb 50 --retention-hours 24
 
 A kill loses nothing that arrived: every record is written as it comes; closed segments are
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention-gb", type=float, help="delete the oldest segments beyond this size")
     parser.add_argument("--retention-hours", type=float, help="delete segments older than this")
     parser.add_argument("--video", choices=["none", "raw", "overlay"], help="MP4 per segment and camera")
+    parser.add_argument("--frames", action="store_true", default=None,
+                        help="record the frame topic even without an MP4 (for Foxglove, export, replay)")
+    parser.add_argument("--no-foxglove", dest="foxglove", action="store_false", default=None,
+                        help="do not write the Foxglove channels (CompressedImage, ImageAnnotations, JSON)")
     parser.add_argument("--video-fps", type=float, help="MP4 frame rate (default: network.frame_topic.fps)")
     parser.add_argument("--camera", action="append", dest="cameras", help="record only this camera (repeatable)")
     parser.add_argument("--client-key", type=Path, help="CURVE: this client's .key_secret file")
@@ -53,7 +58,8 @@ def _settings(args: argparse.Namespace) -> tuple[RecorderConfig, str, float, str
     rc = cfg.recorder if cfg else RecorderConfig()
     overrides = {k: v for k, v in {"directory": args.dir, "segment_seconds": args.segment_seconds,
                                    "retention_gb": args.retention_gb, "retention_hours": args.retention_hours,
-                                   "video": args.video}.items() if v is not None}
+                                   "video": args.video, "frames": args.frames,
+                                   "foxglove": args.foxglove}.items() if v is not None}
     rc = RecorderConfig.model_validate({**rc.model_dump(), **overrides})
     network = cfg.network if cfg else NetworkConfig()
     fps = args.video_fps or network.frame_topic.fps

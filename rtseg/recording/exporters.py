@@ -1,4 +1,4 @@
-"""Recording -> COCO JSON (RLE masks) + events JSON, DAVIS palette PNGs, MP4 with masks drawn.
+"""Recording -> COCO JSON (RLE masks) + events JSON, DAVIS palette PNGs, MP4 with masks drawn, Foxglove MCAP.
 
 Each exporter reads the recording twice: a quick survey (cameras, frame counts, object ids,
 frame rate) and the export itself, which drives the progress bar. Closed segments and the
@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rtseg.protocol import EVENT, FRAME, MASKS, FrameMessage, MasksMessage, ObjectEvent, ProtocolError
+from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, STATUS, FrameMessage, MasksMessage, ObjectEvent, ProtocolError
 from rtseg.recording.segment import RecordingError
 from rtseg.recording.store import RecordingReader
 
@@ -266,3 +266,52 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
     written = {cam: str(w.close()) for cam, w in writers.items()}
     return {"videos": written, "frames": {cam: w.frames for cam, w in writers.items()},
             "on_black": sorted(cam for cam, c in cams.items() if not c.frames)}
+
+
+# --------------------------------------------------------------------------- Foxglove
+def export_foxglove(recording: Path, out: Path, *, cameras: Iterable[str] | None = None,
+                    progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> dict:
+    """One indexed MCAP file at `out` with the recording on Foxglove channels only
+    (rtseg.bridges.foxglove_messages: /<camera>/image, /<camera>/masks, /<camera>/events,
+    /rtseg/status), in recorded order: for recordings made with `recorder.foxglove: false` or by
+    an older rtseg, or to hand one file to someone with Foxglove."""
+    from mcap.writer import CompressionType, Writer
+
+    from rtseg import __version__
+    from rtseg.bridges.foxglove_messages import to_foxglove
+
+    reader = RecordingReader(recording)
+    cams = survey(reader, cameras)
+    if on_total:
+        on_total(sum(c.masks + c.frames for c in cams.values()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    counts: dict[str, int] = {}
+    with open(tmp, "wb") as f:
+        writer = Writer(f, compression=CompressionType.NONE)
+        writer.start(profile="", library=f"rtseg {__version__}")
+        schemas: dict[str, int] = {}
+        channels: dict[str, int] = {}
+        for rec in reader.records(kinds=(MASKS, FRAME, PROMPT, STATUS), cameras=cameras):
+            if progress and rec.kind in (MASKS, FRAME):
+                progress(1)
+            try:
+                msg = rec.message()
+            except ProtocolError as e:
+                log.warning("skipping a recorded %s message that does not decode: %s", rec.topic, e)
+                continue
+            messages, errors = to_foxglove(msg)
+            for text in errors:
+                log.warning("%s: %s", rec.topic, text)
+            for m in messages:
+                if m.topic not in channels:
+                    if m.schema.name not in schemas:
+                        schemas[m.schema.name] = writer.register_schema(m.schema.name, m.schema.encoding, m.schema.data)
+                    channels[m.topic] = writer.register_channel(m.topic, m.message_encoding, schemas[m.schema.name])
+                writer.add_message(channels[m.topic], rec.log_time_ns, m.data, m.log_time_ns, rec.sequence & 0xFFFFFFFF)
+                counts[m.topic] = counts.get(m.topic, 0) + 1
+        writer.finish()
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return {"out": str(out), "messages": counts}

@@ -1,7 +1,10 @@
 """`rtseg record`: subscribe to the segmenter and write a recording that survives crashes.
 
 Reacts to: masks.<camera>, prompt.<camera>, event.<camera>, status, and frame.<camera> when recorder.video is
-raw or overlay (the segmenter must publish it: network.frame_topic.enabled). Emits nothing.
+raw or overlay or recorder.frames is on (the segmenter must publish it:
+network.frame_topic.enabled). Emits nothing. With recorder.foxglove (default), each message is
+also written on Foxglove channels (rtseg.bridges.foxglove_messages), so a segment opens in Foxglove
+with video and masks.
 
 Every message goes into MCAP segments (rtseg.recording.segment: one CRC-checked chunk per
 record, one write() each); a segment is fsync'd and renamed from `.part` when it closes after
@@ -25,7 +28,7 @@ from typing import Any, Callable
 from rtseg.config import Config, RecorderConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
-from rtseg.recording.segment import RecordingWriteError, SegmentWriter, write_error
+from rtseg.recording.segment import RecordingWriteError, SchemaInfo, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
 from rtseg.recording.video import Mp4Writer
 
@@ -126,14 +129,30 @@ class Recorder:
 
         msg = item.message if isinstance(item, Masks | FrameImage) else item
         segment = self.segment or self._open_segment()
-        segment.write_message(msg, log_time_ns=time.time_ns())
+        log_time_ns = time.time_ns()
+        segment.write_message(msg, log_time_ns=log_time_ns)
+        if self.config.foxglove:
+            self._write_foxglove(segment, msg, log_time_ns)
         if isinstance(item, Masks):
             recent = self.recent_masks.setdefault(item.camera, OrderedDict())
             recent[item.frame_index] = item.message
             while len(recent) > _RECENT_MASKS:
                 recent.popitem(last=False)
-        elif isinstance(item, FrameImage) and self.config.video != "none":
+        elif isinstance(item, FrameImage) and self.config.video in ("raw", "overlay"):
             self._write_video(item)
+
+    def _write_foxglove(self, segment: SegmentWriter, msg: Any, log_time_ns: int) -> None:
+        """The same message on the Foxglove channels (rtseg.bridges.foxglove_messages), each its own record."""
+        from rtseg.bridges.foxglove_messages import to_foxglove
+
+        messages, errors = to_foxglove(msg)
+        for text in errors:
+            log.warning("recorder: %s frame %s: %s (left out of the Foxglove channel)", msg.camera,
+                        getattr(msg, "frame_index", "?"), text)
+        for m in messages:
+            s = m.schema
+            segment.write_raw(m.topic, m.message_encoding, SchemaInfo(s.name, s.encoding, s.data), m.data,
+                              log_time_ns=log_time_ns, publish_time_ns=m.log_time_ns, sequence=msg.seq)
 
     def _write_video(self, frame: Any) -> None:
         from rtseg.recording.draw import draw_masks
@@ -167,7 +186,8 @@ class Recorder:
         """Record until `should_stop()`; `beat()` is called at least every 0.25 s while idle."""
         from rtseg.client import Subscriber
 
-        topics = [MASKS, PROMPT, EVENT, STATUS] + ([FRAME] if self.config.video != "none" else [])
+        frames = self.config.video != "none" or self.config.frames
+        topics = [MASKS, PROMPT, EVENT, STATUS] + ([FRAME] if frames else [])
         try:
             beat()
             self._prepare(beat)
@@ -175,8 +195,8 @@ class Recorder:
                                           curve=self.curve, context=self.context)
             log.info("recording %s from %s into %s (segments of %g s, video %s)", "/".join(topics),
                      self.endpoint, self.directory, self.config.segment_seconds, self.config.video)
-            if self.config.video != "none":
-                log.info("video needs the segmenter's frame topic (network.frame_topic.enabled: true)")
+            if frames:
+                log.info("frames need the segmenter's frame topic (network.frame_topic.enabled: true)")
             while not should_stop():
                 beat()
                 item = self._subscriber.recv(timeout=0.2)

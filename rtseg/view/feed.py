@@ -92,6 +92,7 @@ class View:
     frame: np.ndarray
     objects: tuple[DecodedObject, ...]
     selected: int | None = None
+    capture_wall_ns: int | None = None  # the shown frame's (or, on the canvas, the masks') capture wall clock
     held: HeldFrame | None = None  # what it was composed from (to compose again: new selection, zones)
     masks: MasksEntry | None = None
 
@@ -521,5 +522,7 @@ class Feed:
         if hidden:
             base = draw_last_seen(base, hidden)
         image = draw_overlay(base, objects, self.style, selected) if objects else base
+        wall_ns = frame.capture_wall_ns if frame is not None else masks.message.capture_wall_ns  # type: ignore[union-attr]
         return View(0, None if frame is None else frame.index, None if masks is None else masks.index,
-                    frame is not None and masks is not None, image, base, tuple(objects), selected, frame, masks)
+                    frame is not None and masks is not None, image, base, tuple(objects), selected, wall_ns, frame,
+                    masks)

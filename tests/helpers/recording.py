@@ -49,11 +49,12 @@ def masks_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int =
                                     latency_ms={"track": 4.0})
 
 
-def frame_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W) -> FrameMessage:
+def frame_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W,
+                  wall_ns: int | None = None) -> FrameMessage:
     rgb = np.full((h, w, 3), 40, np.uint8)
     rgb[:, :, 2] = (frame_index * 7) % 256
     return FrameMessage.from_image(camera, frame_index, rgb, capture_ns=time.monotonic_ns() - 5_000_000,
-                                   capture_wall_ns=time.time_ns(), quality=95)
+                                   capture_wall_ns=wall_ns or time.time_ns(), quality=95)
 
 
 def prompt_event(frame_index: int, camera: str = "cam") -> PromptEvent:
@@ -79,7 +80,7 @@ def write_recording(folder: Path, frames: int, *, cameras=("cam",), with_frames:
         for cam in cameras:
             msgs = [masks_message(i, cam, wall_ns=t0 + i * step_ns)]
             if with_frames:
-                msgs.append(frame_message(i, cam))
+                msgs.append(frame_message(i, cam, wall_ns=t0 + i * step_ns))
             if i == 2:
                 msgs.append(prompt_event(i, cam))
             for msg in msgs:
@@ -120,9 +121,10 @@ class PublishingThread(threading.Thread):
                         next_t = time.monotonic()
                         continue
                     self.idle.clear()
-                    pub.publish(masks_message(i, h=self.h, w=self.w, noise=self.noise))
+                    wall_ns = time.time_ns()  # a frame and its masks share the capture time, as in the segmenter
+                    pub.publish(masks_message(i, h=self.h, w=self.w, noise=self.noise, wall_ns=wall_ns))
                     if self.frames:
-                        pub.publish(frame_message(i, h=self.h, w=self.w))
+                        pub.publish(frame_message(i, h=self.h, w=self.w, wall_ns=wall_ns))
                     if i % 10 == 0:
                         pub.publish(StatusMessage(uptime_s=i / self.rate_hz, device="cpu"))
                     if i % 50 == 3:
