@@ -273,7 +273,7 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
             logged.append(log_queue.get(timeout=1).getMessage())
         except queue.Empty:
             break
-    assert any("recording masks/prompt/status" in m for m in logged)
+    assert any("recording masks/prompt/event/status" in m for m in logged)
     assert any(isinstance(r.message(), PromptEvent) for r in read_records(tmp_path / "rec"))
 
 
