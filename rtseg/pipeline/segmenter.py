@@ -143,6 +143,8 @@ class Segmenter:
             log.info("camera %s: object %d lost for over %s s: removing it", pipe.camera, obj_id,
                      pipe.reporter.cfg.lifecycle.remove_after_s)
             self.remove(pipe.camera, obj_id)
+            self.publisher.publish(PromptEvent(pipe.camera, "remove", obj_id, None, None, {},
+                                               tuple(pipe.predictor.obj_ids), time.time_ns()))
         pipe.latencies_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
         pipe.frame_times.append(time.monotonic())
         self.publisher.publish_frame(pipe.camera, frame.index, frame.image, capture_ns=frame.t_mono_ns,

@@ -17,7 +17,7 @@ from rtseg.engine.build import build_sam2_video_model
 from rtseg.engine.models import model_spec
 from rtseg.pipeline.prompt_log import PromptLog
 from rtseg.pipeline.segmenter import Segmenter
-from rtseg.protocol import MasksMessage, ObjectEvent
+from rtseg.protocol import MasksMessage, ObjectEvent, PromptEvent
 from rtseg.sources import Frame
 from tests.helpers.engine import make_clip, write_test_checkpoint
 
@@ -124,6 +124,8 @@ def test_objects_lost_for_long_are_removed_when_configured(model, tmp_path):
     assert [o.state for m in masks for o in m.objects][-1] == "lost"
     gone = events[-1]
     assert gone.previous_state == "lost" and gone.state == "removed"
+    removal = [m for m in seg.publisher.sent if isinstance(m, PromptEvent) and m.op == "remove"]
+    assert [(m.obj_id, m.obj_ids) for m in removal] == [(1, ())]  # as if a client had sent remove
 
 
 def test_auto_removal_is_off_by_default(model, tmp_path):
