@@ -296,6 +296,8 @@ class ControlHandler(Protocol):
     def known_objects(self, camera: str) -> Collection[int]:
         """The object ids currently tracked on the camera."""
 
+    # optional: `zones(camera) -> [{"name", "polygon", "min_overlap"}]` adds the camera's zones to `list`
+
     def handle(self, request: ValidatedRequest) -> dict[str, Any]:
         """Apply the request; return the reply fields (for prompts: `prompt_reply(...)`;
         for status: the StatusMessage fields). `list` is answered by the server itself."""
@@ -446,6 +448,9 @@ class ControlServer:
             size = self.handler.frame_size(cam)
             out[cam] = {"obj_ids": sorted(int(i) for i in self.handler.known_objects(cam)),
                         "frame_size": list(size) if size is not None else None}
+            zones = getattr(self.handler, "zones", None)  # optional: handlers without zones leave it out
+            if zones is not None:
+                out[cam]["zones"] = zones(cam)
         return {"cameras": out}
 
     def _publish_event(self, request: ValidatedRequest, reply: dict[str, Any]) -> None:

@@ -240,6 +240,11 @@ class Segmenter:
     def known_objects(self, camera: str) -> list[int]:
         return self.cams[camera].predictor.obj_ids
 
+    def zones(self, camera: str) -> list[dict]:
+        """The camera's zones for the `list` reply (a remote viewer draws them)."""
+        return [{"name": z.name, "polygon": [list(p) for p in z.polygon], "min_overlap": z.min_overlap}
+                for z in self.cams[camera].reporter.cfg.zones]
+
     def handle(self, request: ValidatedRequest) -> dict:
         """Apply a validated control request (the control server calls this between frames)."""
         try:

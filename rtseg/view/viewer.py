@@ -6,7 +6,8 @@ Same host: frames from the camera's shared-memory ring (`--ring NAME`, or `--rin
 events come from the publisher either way; prompts go to the control socket.
 
 Reacts to: masks.<camera>, status, prompt.<camera>, event.<camera>, frame.<camera> (without a ring).
-Zones (cameras[].zones) are drawn when the viewer has the config (`rtseg run`, or `--config`).
+Zones (cameras[].zones) come from the config (`rtseg run`, `--config`), else from the
+segmenter's `list` reply.
 Emits: add_points / add_box / remove / reset requests on the control socket.
 The pieces live in rtseg/view/ (overlay, feed, window, ...).
 """
@@ -164,9 +165,25 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
     fps = args.fps or (v.fps if v else 30.0)
     if fps <= 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
+    zones = zones_of(cfg, camera) if cfg is not None else _ask_zones(control, camera, curve)
     return ViewerOptions(camera=camera, pub=pub, control=control, ring=ring, frame_buffer=frame_buffer, fps=fps,
-                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve,
-                         zones=zones_of(cfg, camera) if cfg is not None else ())
+                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve, zones=zones)
+
+
+def _ask_zones(control: str | None, camera: str, curve: Any) -> tuple[tuple[str, tuple], ...]:
+    """Without a config: the camera's zones from the segmenter's `list` reply (none if it does
+    not answer within a second: the viewer then draws no zones)."""
+    if control is None:
+        return ()
+    from rtseg.client import ControlError, ControlTimeout, Controller
+
+    try:
+        with Controller(control, timeout=1.0, curve=curve) as ctl:
+            listed = ctl.list(camera)["cameras"].get(camera, {})
+    except (ControlError, ControlTimeout) as e:
+        log.info("no zones from %s (%s): none drawn", control, e)
+        return ()
+    return tuple((z["name"], tuple(tuple(p) for p in z["polygon"])) for z in listed.get("zones", ()))
 
 
 def _ask_camera(control: str | None, curve: Any) -> str:

@@ -42,6 +42,8 @@ def test_states_events_and_zones_through_the_pipeline(tmp_path, checkpoint):
     with Pipeline(config) as pipe, Subscriber(pipe.pub, topics=("masks", "event")) as sub:
         pipe.wait_ready()
         with Controller(pipe.control, timeout=20) as ctl:
+            assert ctl.list()["cameras"]["cam"]["zones"] == [  # for viewers without the config
+                {"name": "everywhere", "polygon": [[0, 0], [160, 0], [160, 120], [0, 120]], "min_overlap": 0.5}]
             assert ctl.add_box("cam", 1, [20, 20, 100, 90])["ok"]
         got = collect(sub, lambda g: ("entered_zone", 1, "everywhere") in events_of(g))
         assert events_of(got)[0] == ("appeared", 1, None)

@@ -634,3 +634,17 @@ def test_screenshot_shows_zones_object_states_and_the_event_list(qapp, ctx, tmp_
     x0, y0, x1, y1 = (int(v) for v in box3)
     edge = view.frame[(y0 + y1) // 2, x0].astype(int)
     assert np.abs(edge - frame.image[(y0 + y1) // 2, x0].astype(int)).max() > 20
+
+
+def test_a_viewer_without_config_gets_the_zones_from_the_segmenter(ctx) -> None:
+    class WithZones(RecordingHandler):
+        def zones(self, camera: str) -> list[dict]:
+            return [{"name": "door", "polygon": [[0, 0], [40, 0], [40, 30]], "min_overlap": 0.5}]
+
+    base = dict(config=None, pub="tcp://127.0.0.1:5599", view_only=False, camera=CAM, ring=None, frame_buffer=None,
+                fps=None, client_key=None, server_key=None, log_level="INFO")
+    with serving(WithZones((48, 64)), ctx) as server:
+        opts = options_from_args(Namespace(**base, control=server.endpoint))
+    assert opts.zones == (("door", ((0, 0), (40, 0), (40, 30))),)
+    with serving(RecordingHandler((48, 64)), ctx) as server:  # a segmenter without zones
+        assert options_from_args(Namespace(**base, control=server.endpoint)).zones == ()
