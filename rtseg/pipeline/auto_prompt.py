@@ -12,9 +12,9 @@ masks that pass the area filter and overlap no tracked or already chosen object 
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -134,51 +134,62 @@ class KeyframeResult:
 
 
 class KeyframeSearch:
-    """One background thread that runs the automatic mask generator on a keyframe; the
-    segmenter thread submits frames (`due`, `submit`) and collects results (`poll`)."""
+    """Runs the automatic mask generator on a keyframe in a background (daemon) thread; the
+    segmenter thread submits frames (`due`, `submit`) and collects results (`poll`). A search
+    still running at shutdown does not hold the process up."""
 
     def __init__(self, model: Any, cfg: AutoPromptConfig, name: str = "") -> None:
         self.cfg = cfg
         self.model = model
+        self.name = name
         self._generator: Any = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"keyframe-{name}")
-        self._job: concurrent.futures.Future | None = None
+        self._thread: threading.Thread | None = None
+        self._outcome: KeyframeResult | BaseException | None = None
         self._last_start: float | None = None
         self.runs = 0
 
     def due(self, now: float) -> bool:
         """No search running, and none yet or the last started `interval_s` ago."""
-        return self._job is None and (self._last_start is None or now - self._last_start >= self.cfg.interval_s)
+        return self._thread is None and (self._last_start is None or now - self._last_start >= self.cfg.interval_s)
 
     def submit(self, frame_index: int, image: np.ndarray, tracked: Sequence[np.ndarray], now: float) -> None:
         if self._generator is None:  # built here, in the caller's thread (warnings filters are global)
             self._generator = build_generator(self.model, self.cfg)
         self._last_start = now
-        self._job = self._pool.submit(self._run, frame_index, image, [np.asarray(t, bool) for t in tracked])
+        self._outcome = None
+        self._thread = threading.Thread(target=self._run, args=(frame_index, image, [np.asarray(t, bool) for t in tracked]),
+                                        name=f"keyframe-{self.name}", daemon=True)
+        self._thread.start()
 
     def poll(self) -> KeyframeResult | None:
-        """The finished search, once (None while running or idle); its exception if it failed."""
-        if self._job is None or not self._job.done():
+        """The finished search, once (None while running or idle); raises what a failed one raised."""
+        if self._thread is None or self._thread.is_alive():
             return None
-        job, self._job = self._job, None
-        return job.result()
+        self._thread, outcome, self._outcome = None, self._outcome, None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _run(self, frame_index: int, image: np.ndarray, tracked: list[np.ndarray]) -> KeyframeResult:
+    def _run(self, frame_index: int, image: np.ndarray, tracked: list[np.ndarray]) -> None:
         import torch
 
         t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
-            if self.model.device.type == "cuda":
-                stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
-            candidates = self._generator.generate(image)
-        self.runs += 1
-        return KeyframeResult(frame_index, candidates, tracked, time.perf_counter() - t0)
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.inference_mode())
+                if self.model.device.type == "cuda":
+                    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+                candidates = self._generator.generate(image)
+            self.runs += 1
+            self._outcome = KeyframeResult(frame_index, candidates, tracked, time.perf_counter() - t0)
+        except BaseException as e:  # handed to the segmenter thread by poll()
+            self._outcome = e
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """Block until the running search (if any) is done (tests, shutdown)."""
-        if self._job is not None:
-            concurrent.futures.wait([self._job], timeout=timeout_s)
+        """Block until the running search (if any) is done (tests, benchmarks)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Forget a running search (its daemon thread ends with the process)."""
+        self._thread = None

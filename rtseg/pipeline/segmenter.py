@@ -159,7 +159,11 @@ class Segmenter:
         """auto_prompt.mode everything: start a keyframe search when due, add what a finished one found."""
         assert pipe.keyframes is not None
         cfg = pipe.reporter.cfg.auto_prompt
-        found = pipe.keyframes.poll()
+        try:
+            found = pipe.keyframes.poll()
+        except Exception:  # tracking goes on; the next keyframe tries again
+            log.exception("camera %s: the keyframe search failed", pipe.camera)
+            found = None
         if found is not None:
             room = cfg.max_objects - len(pipe.predictor.obj_ids)
             new = select_new(found.candidates, [*found.tracked, *pipe.masks], cfg, room)

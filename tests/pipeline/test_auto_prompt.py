@@ -133,3 +133,45 @@ def test_bench_auto_prompt_tool_runs():
     report = json.loads(out.stdout)
     assert report["image_size"] == 64 and report["keyframe_alone_s"] > 0 and report["keyframe_while_tracking_s"] > 0
     assert report["tracking_during_keyframe"]["frames"] >= 1 and report["tracking_alone"]["p50_ms"] > 0
+
+
+class FakeGenerator:
+    """Stands in for sam2's generator: returns one mask, or raises, after `delay_s`."""
+
+    def __init__(self, delay_s: float = 0.2, fail: bool = False):
+        self.delay_s, self.fail = delay_s, fail
+
+    def generate(self, image):
+        import time
+
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("out of memory")
+        return [candidate(np.ones(image.shape[:2], bool))]
+
+
+def test_keyframe_search_runs_in_the_background_and_reports_once():
+    import time
+    from types import SimpleNamespace
+
+    from rtseg.pipeline.auto_prompt import KeyframeSearch
+
+    search = KeyframeSearch(SimpleNamespace(device=SimpleNamespace(type="cpu")),
+                            AutoPromptConfig(mode="everything", interval_s=0.5))
+    search._generator = FakeGenerator()
+    assert search.due(0.0)
+    t0 = time.perf_counter()
+    search.submit(7, np.zeros((6, 8, 3), np.uint8), [np.zeros((6, 8), bool)], now=100.0)
+    assert time.perf_counter() - t0 < 0.1  # submit does not wait for the search
+    assert not search.due(1000.0) and search.poll() is None  # running
+    search.wait(5)
+    found = search.poll()
+    assert found.frame_index == 7 and len(found.candidates) == 1 and found.seconds >= 0.2
+    assert search.poll() is None  # reported once
+    assert not search.due(100.4) and search.due(100.5)  # interval_s from the last start
+    search._generator = FakeGenerator(0.0, fail=True)
+    search.submit(8, np.zeros((6, 8, 3), np.uint8), [], now=200.0)
+    search.wait(5)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        search.poll()
+    assert search.due(200.5)
