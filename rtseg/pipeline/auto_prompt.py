@@ -153,6 +153,8 @@ class KeyframeSearch:
         return self._thread is None and (self._last_start is None or now - self._last_start >= self.cfg.interval_s)
 
     def submit(self, frame_index: int, image: np.ndarray, tracked: Sequence[np.ndarray], now: float) -> None:
+        import torch  # noqa: F401 - imported here, not in the search thread
+
         if self._generator is None:  # built here, in the caller's thread (warnings filters are global)
             self._generator = build_generator(self.model, self.cfg)
         self._last_start = now
@@ -171,7 +173,7 @@ class KeyframeSearch:
         return outcome
 
     def _run(self, frame_index: int, image: np.ndarray, tracked: list[np.ndarray]) -> None:
-        import torch
+        import torch  # already imported by submit(): an import in a thread could stall on the import lock
 
         t0 = time.perf_counter()
         try:
