@@ -135,7 +135,7 @@ class Segmenter:
         latency["encode"] = (time.monotonic_ns() - t2) / 1e6  # RLE encoding, done by from_arrays
         self.publisher.publish(dataclasses.replace(msg, latency_ms=latency))
         self._publish_all(report.events)
-        pipe.boxes = {i: tuple(b) for i, b in zip(result.obj_ids, report.boxes.tolist())}
+        pipe.boxes = {i: tuple(b) for i, b in zip(result.obj_ids, report.boxes.tolist(), strict=True)}
         pipe.masks = result.masks
         if pipe.keyframes is not None:
             self._everything(pipe, frame)
@@ -200,7 +200,7 @@ class Segmenter:
                                 room=cfg.max_objects - len(tracked), next_id=max([pipe.highest_id, *tracked]) + 1)
         engine_t = pipe.capture_to_engine(frame_index)
         applied_t = pipe.predictor.frame_index if engine_t is None else engine_t
-        for box, d in zip(boxes, decisions):
+        for box, d in zip(boxes, decisions, strict=True):
             if d.status == ADDED:
                 pipe.predictor.add_prompt(d.obj_id, box=box, frame_index=engine_t)
                 self.prompt_log.add(camera, d.obj_id, "box", {"box": box.tolist()})

@@ -14,7 +14,7 @@ from rtseg.client import ControlError, Controller, Masks, Subscriber
 from rtseg.pipeline.auto_prompt import mask_iou
 from rtseg.protocol import PromptEvent
 from tests.helpers.engine import write_test_checkpoint
-from tests.helpers.pipeline import Pipeline, write_config
+from tests.helpers.pipeline import Collector, Pipeline, write_config
 
 MAX_OBJECTS = 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,20 +37,8 @@ def test_add_boxes_and_everything_mode(tmp_path, checkpoint):
     config = write_config(tmp_path, checkpoint, policy="latest", cameras=cameras)
     with Pipeline(config) as pipe, Subscriber(pipe.pub, topics=("masks", "prompt")) as sub:
         pipe.wait_ready()
-        got: list = []
-
-        def wait(cond, timeout_s=90.0):
-            for m in got:  # already here
-                if cond(m):
-                    return m
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                m = sub.recv(timeout=0.5)
-                if m is not None:
-                    got.append(m)
-                    if cond(m):
-                        return m
-            raise AssertionError(f"not seen in {timeout_s} s:\n{pipe.output()}")
+        seen = Collector(sub, pipe)
+        wait, got = seen.wait, seen.got
 
         with Controller(pipe.control, timeout=30) as ctl:
             ctl.add_box("det", 1, [20, 20, 80, 80])

@@ -2,31 +2,17 @@
 weights with the object-score head forced to 'visible': masks are meaningless, the path is real)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from rtseg.client import Controller, Masks, Subscriber
 from rtseg.protocol import ObjectEvent
 from tests.helpers.engine import write_test_checkpoint
-from tests.helpers.pipeline import Pipeline, write_config
+from tests.helpers.pipeline import Collector, Pipeline, write_config
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "test128.pt", 128)
-
-
-def collect(sub: Subscriber, until, timeout_s: float = 60.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        m = sub.recv(timeout=0.5)
-        if m is not None:
-            got.append(m)
-            if until(got):
-                return got
-    raise AssertionError(f"condition not met in {timeout_s} s; got {[type(g).__name__ for g in got]}")
 
 
 def events_of(got) -> list[tuple[str, int, str | None]]:
@@ -45,7 +31,9 @@ def test_states_events_and_zones_through_the_pipeline(tmp_path, checkpoint):
             assert ctl.list()["cameras"]["cam"]["zones"] == [  # for viewers without the config
                 {"name": "everywhere", "polygon": [[0, 0], [160, 0], [160, 120], [0, 120]], "min_overlap": 0.5}]
             assert ctl.add_box("cam", 1, [20, 20, 100, 90])["ok"]
-        got = collect(sub, lambda g: ("entered_zone", 1, "everywhere") in events_of(g))
+        seen = Collector(sub, pipe)
+        seen.wait(lambda m: isinstance(m, ObjectEvent) and (m.event, m.zone) == ("entered_zone", "everywhere"), 60)
+        got = list(seen.got)
         assert events_of(got)[0] == ("appeared", 1, None)
         masks = [g for g in got if isinstance(g, Masks) and 1 in g.obj_ids]
         assert masks and all(m.states == ("tracking",) for m in masks)  # the forced score: always visible
@@ -56,5 +44,7 @@ def test_states_events_and_zones_through_the_pipeline(tmp_path, checkpoint):
         assert entered.capture_wall_ns > 0 and entered.box[2] > entered.box[0]
         with Controller(pipe.control, timeout=20) as ctl:
             ctl.remove("cam", 1)
-        got = collect(sub, lambda g: ("removed", 1, None) in events_of(g), timeout_s=20)
+        seen.got.clear()
+        seen.wait(lambda m: isinstance(m, ObjectEvent) and m.event == "removed", 20)
+        got = seen.got
         assert events_of(got)[-2:] == [("left_zone", 1, "everywhere"), ("removed", 1, None)]

@@ -3,8 +3,6 @@ image_size 128) and a scripted camera: clean masks change only what is published
 long-lost objects are removed automatically when configured."""
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -140,6 +140,17 @@ def masks_message(index: int, masks: dict[int, np.ndarray], frame: Frame | None 
                                     processed_ns=now, skipped_total=skipped)
 
 
+def save_screenshot(win: ViewerWindow, folder: Path, name: str) -> Path:
+    """The window as a PNG in `folder`, and in $RTSEG_SCREENSHOT_DIR when set (docs/)."""
+    shot = folder / name
+    assert win.grab().save(str(shot))
+    if os.environ.get("RTSEG_SCREENSHOT_DIR"):
+        out = Path(os.environ["RTSEG_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        assert win.grab().save(str(out / name))
+    return shot
+
+
 def grab_array(widget: QtWidgets.QWidget) -> np.ndarray:
     """The widget as it is drawn now, HxWx3 RGB."""
     img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
@@ -204,12 +215,7 @@ def test_screenshot_shows_mask_colour_where_the_mask_is_and_not_elsewhere(qapp, 
         last = frames[-1]
         pump(lambda: "frame 29" in win.hud_text() and "camera connected" in win.hud_text(), what="the HUD")
         assert win.view.matched and win.view.masks_index == last.index
-        shot = tmp_path / "viewer.png"
-        assert win.grab().save(str(shot))
-        if os.environ.get("RTSEG_SCREENSHOT_DIR"):
-            out = Path(os.environ["RTSEG_SCREENSHOT_DIR"])
-            out.mkdir(parents=True, exist_ok=True)
-            assert win.grab().save(str(out / "viewer.png"))
+        shot = save_screenshot(win, tmp_path, "viewer.png")
         grabbed = grab_array(win.graphics.viewport())
         hud = win.hud_text()
 
@@ -608,12 +614,7 @@ def test_screenshot_shows_zones_object_states_and_the_event_list(qapp, ctx, tmp_
         x, y = int(door[0][0]) + 30, int(door[0][1])
         pump(lambda: np.abs(win.view.image[y, x].astype(int) - ZONE_OCCUPIED_COLOR).max() <= 40, every=send,
              what="the zone's edge amber: it is occupied")
-        shot = tmp_path / "viewer-zones.png"
-        assert win.grab().save(str(shot))
-        if os.environ.get("RTSEG_SCREENSHOT_DIR"):
-            out = Path(os.environ["RTSEG_SCREENSHOT_DIR"])
-            out.mkdir(parents=True, exist_ok=True)
-            assert win.grab().save(str(out / "viewer-zones.png"))
+        save_screenshot(win, tmp_path, "viewer-zones.png")
         view = win.view
         rows = [win.object_list.item(i).text() for i in range(win.object_list.count())]
         listed = [win.event_list.item(i).text() for i in range(win.event_list.count())]
