@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q $(TORCH_PINS)
 	# sam2's sdist builds against the installed torch; no CUDA extension on CPU machines
 	$(BIN)/python -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,cluster]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -30,7 +30,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python tools/bench_engine.py
+	$(BIN)/rtseg bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

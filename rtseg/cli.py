@@ -19,8 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prompt": ("rtseg.commands.prompt", "send a prompt / remove / reset / list / status request"),
     "keys": ("rtseg.commands.keys", "generate CURVE key pairs for secure remote use"),
     "bench": ("rtseg.commands.bench", "benchmark the streaming engine against the official predictor"),
-    "validate-config": ("rtseg.commands.validate_config", "check a config file; points at the bad key"),
+    "validate-config": ("rtseg.commands.validate_config", "check a config file (bad key and line) and the sources, keys and checkpoint it names"),
     "download": ("rtseg.commands.download", "download official SAM 2.1 checkpoints"),
+    "cluster": ("rtseg.commands.cluster", "run a config's cameras across a Ray cluster; `cluster status`"),
 }
 
 

@@ -3,13 +3,12 @@ command-line options both share and how they resolve against a config."""
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rtseg.config import Config, ConfigError, load_config
+from rtseg.proc import stop_on_signals
 from rtseg.protocol import DEFAULT_PUB
 from rtseg.view.viewer import ViewerError, connectable, running_ring
 
@@ -80,21 +79,17 @@ def _curve(args: argparse.Namespace, cfg: Config | None) -> Any:
             except CurveKeyError as e:
                 raise SettingsError(str(e)) from None
         return None
-    if not (args.client_key and args.server_key):
-        raise SettingsError("CURVE needs both --client-key and --server-key")
     from rtseg.security import CurveClient, CurveKeyError
 
     try:
-        return CurveClient.from_files(args.client_key, args.server_key)
+        return CurveClient.from_options(args.client_key, args.server_key)
     except (CurveKeyError, OSError) as e:
         raise SettingsError(f"cannot load CURVE keys: {e}") from None
 
 
 def serve_until_signal(stop_server: Any) -> None:
     """Block until SIGINT or SIGTERM, then call `stop_server()` (the commands' main loop)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         while not stop.wait(0.5):
             pass

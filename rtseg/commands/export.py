@@ -20,9 +20,10 @@ examples:
   rtseg export recordings/rtseg-20260101T120000_000000Z.mcap --to coco --out one.json
   rtseg export recordings --to foxglove               # -> recordings.foxglove.mcap (one file)
 
-COCO: one image per processed frame, one annotation per visible object (RLE mask, bbox, area,
-track_id = object id, score, state); loads with pycocotools. Beside it, EVENTS.events.json:
-the object events (appeared, occluded, reappeared, lost, removed, entered_zone, left_zone). DAVIS: pixel = object id (palette PNG).
+COCO: one image per processed frame (file_name only where its frame was recorded), one
+annotation per visible object (RLE mask, bbox, area, track_id = object id, score, state); loads with
+pycocotools. Beside it, EVENTS.events.json: the object events (appeared, occluded, reappeared,
+lost, removed, entered_zone, left_zone). DAVIS: pixel = object id (palette PNG).
 MP4 needs recorded frames (recorder.video raw/overlay with network.frame_topic.enabled);
 without them the masks are drawn on black. Foxglove: /<camera>/image (CompressedImage),
 /<camera>/masks (ImageAnnotations), /<camera>/events and /rtseg/status (JSON); segments the
@@ -75,6 +76,10 @@ def main(args: argparse.Namespace) -> int:
             r = export_coco(args.recording, out, **kwargs)
             summary = (f"{r['out']}: {r['images']} images, {r['annotations']} annotations, {r['jpegs']} JPEG frames; "
                        f"{r['events_out']}: {r['events']} events")
+            if r["without_frame"]:
+                print(f"note: {r['without_frame']} of {r['images']} images have no file_name: their frames were not "
+                      "recorded (record frames with recorder.video raw or overlay and network.frame_topic.enabled; "
+                      "the frame topic runs at network.frame_topic.fps, below the masks' rate)", file=sys.stderr)
         elif args.to == "davis":
             r = export_davis(args.recording, out, **kwargs)
             summary = f"{r['out']}: {r['pngs']} PNG masks of {r['objects']} object(s), {r['jpegs']} JPEG frames"

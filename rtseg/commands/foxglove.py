@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from rtseg.bridges.foxglove import DEFAULT_PORT, FoxgloveBridge
 from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings, serve_until_signal
+from rtseg.commands import setup_logging
 from rtseg.proc import EXIT_FATAL, EXIT_OK
 
 DESCRIPTION = f"""\
 Serve the masks (and video) of a running segmenter to Foxglove over its WebSocket protocol.
 Open Foxglove, "Open connection" -> Foxglove WebSocket -> ws://HOST:{DEFAULT_PORT}, and add an
-Image panel on /<camera>/image with /<camera>/masks ticked as annotations.
+Image panel on /<camera>/image with /<camera>/masks ticked as annotations. Clients speaking
+the protocol as foxglove.sdk.v1 (current Foxglove) or foxglove.websocket.v1 (older Foxglove
+Studio, Lichtblick, roslibjs-foxglove) are both served.
 
   rtseg foxglove configs/demo.yaml --ring auto      # same host as `rtseg run`: frames from shared memory
   rtseg foxglove --pub tcp://HOST:5555 --camera demo   # frames from the JPEG topic (network.frame_topic)
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         feed = feed_settings(args)
     except SettingsError as e:

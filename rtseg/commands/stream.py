@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from rtseg.bridges.mjpeg import DEFAULT_PORT, MjpegServer
 from rtseg.bridges.settings import SettingsError, add_feed_arguments, feed_settings, serve_until_signal
+from rtseg.commands import setup_logging
 from rtseg.proc import EXIT_FATAL, EXIT_OK
 
 DESCRIPTION = f"""\
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         feed = feed_settings(args)
         server = MjpegServer(feed.pub, feed.cameras or [], rings=feed.rings, host=args.host, port=args.port,

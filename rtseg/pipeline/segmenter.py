@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import Config
-from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
+from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
+                                    prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.auto_prompt import ADDED, KeyframeSearch, match_boxes, select_new
 from rtseg.pipeline.prompt_log import PromptLog
@@ -272,6 +273,7 @@ class Segmenter:
         pipe = self.cams[camera]
         if pipe.latest_frame is None:
             raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        check_frame_index(camera, frame_index, pipe.latest_frame.index)
         result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
                                            **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)
@@ -388,7 +390,10 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                  heartbeat: Any = None) -> None:
+                  heartbeat: Any = None, *, prompt_log: Any = None, on_ready: Any = None) -> None:
+    """The segmenter's loop until stop_event is set. `prompt_log` replaces the state_dir's
+    prompts.jsonl (rtseg.cluster keeps it off the node); `on_ready(pub, control)` is called
+    with the endpoints really bound (":*" ports) once both sockets are up."""
     from rtseg.engine.checkpoints import CheckpointError
     from rtseg.ring import RingReader
     from rtseg.security import CurveServer
@@ -406,13 +411,16 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     curve = CurveServer.from_config(cfg.security)
     try:
         publisher = Publisher.from_config(cfg.network, curve=curve)
-        seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                        publisher, device)
+        if prompt_log is None:
+            prompt_log = PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl")
+        seg = Segmenter(cfg, predictors, readers, prompt_log, publisher, device)
         control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
     except OSError as e:  # an endpoint in use: a restart will not free it
         raise FatalError(str(e)) from None
     log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
     try:
+        if on_ready is not None:
+            on_ready(publisher.endpoint, control.endpoint)
         if consumer:
             wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
         while not stop_event.is_set():

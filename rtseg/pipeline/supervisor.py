@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtseg.config import Config
-from rtseg.proc import EXIT_FATAL, EXIT_OK, ring_name_for
+from rtseg.proc import EXIT_FATAL, EXIT_OK, ring_name_for, run_child
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -102,7 +102,8 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         if child.heartbeat is not None:
             child.heartbeat.value = 0.0
-        child.process = self.ctx.Process(target=child.target, args=child.args, name=child.name, daemon=False)
+        child.process = self.ctx.Process(target=run_child, args=(child.name, child.target, *child.args),
+                                         name=child.name, daemon=False)
         child.process.start()
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)

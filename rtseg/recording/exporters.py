@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -81,10 +80,11 @@ def _write_jpeg(folder: Path, msg: FrameMessage) -> str:
 # --------------------------------------------------------------------------- COCO
 def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = None,
                 progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> dict:
-    """COCO JSON at `out`: one image per processed frame (id, file_name camera/frame.jpg, width,
-    height, camera, frame_index, capture_wall_ns); one annotation per non-empty object mask
-    (segmentation = compressed RLE, bbox xywh, area, track_id = object id, score; category 1
-    "object"). Recorded frames are written as JPEG under `<out stem>_images/`."""
+    """COCO JSON at `out`: one image per processed frame (id, width, height, camera, frame_index,
+    capture_wall_ns, and file_name camera/frame.jpg when that frame was recorded); one annotation
+    per non-empty object mask (segmentation = compressed RLE, bbox xywh, area, track_id = object
+    id, score; category 1 "object"). Recorded frames are written as JPEG under `<out stem>_images/`;
+    an image whose frame was not recorded has no file_name, and info.images_without_frame counts them."""
     reader = RecordingReader(recording)
     cams = survey(reader, cameras)
     if on_total:
@@ -92,13 +92,13 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
     image_dir = out.with_name(out.stem + "_images")
     images: dict[tuple[str, int], dict] = {}
     annotations: list[dict] = []
-    jpegs = 0
+    jpegs: set[tuple[str, int]] = set()
     for msg in _messages(reader, (MASKS, FRAME), cameras):
         if progress:
             progress(1)
         if isinstance(msg, FrameMessage):
             _write_jpeg(image_dir, msg)
-            jpegs += 1
+            jpegs.add((msg.camera, msg.frame_index))
             continue
         key = (msg.camera, msg.frame_index)
         if key in images:
@@ -116,15 +116,19 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
                                 "area": obj.area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
                                 "track_id": obj.obj_id, "score": obj.score,
                                 **({} if obj.state is None else {"state": obj.state})})
-    doc = {"info": {"description": f"rtseg recording {Path(recording).name}", "image_root": image_dir.name,
-                    "frames_with_jpeg": jpegs},
+    without_frame = [key for key in images if key not in jpegs]
+    for key in without_frame:
+        del images[key]["file_name"]  # name only files that exist
+    doc = {"info": {"description": f"rtseg recording {Path(recording).name}",
+                    "image_root": image_dir.name if jpegs else None, "frames_with_jpeg": len(jpegs),
+                    "images_without_frame": len(without_frame)},
            "images": list(images.values()), "annotations": annotations,
            "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
     _write_json(out, doc)
     events_out = events_path(out)
     n_events = export_events(reader, events_out, cameras, {k: v["id"] for k, v in images.items()})
-    return {"images": len(images), "annotations": len(annotations), "jpegs": jpegs, "out": str(out),
-            "events": n_events, "events_out": str(events_out)}
+    return {"images": len(images), "annotations": len(annotations), "jpegs": len(jpegs),
+            "without_frame": len(without_frame), "out": str(out), "events": n_events, "events_out": str(events_out)}
 
 
 def _write_json(out: Path, doc: dict) -> None:
@@ -221,7 +225,7 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
     With recorded frames (recorder.video raw/overlay): one video frame per recorded frame, drawn
     with the masks of the same frame index (or the newest earlier ones). Without: the masks
     drawn on black, one video frame per masks message. The frame rate is the recorded one."""
-    from rtseg.recording.draw import draw_masks
+    from rtseg.recording.draw import RecentMasks, draw_masks
     from rtseg.recording.video import Mp4Writer
 
     reader = RecordingReader(recording)
@@ -236,26 +240,18 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
                    f"network.frame_topic.enabled), so its masks are drawn on black")
         fps = info.fps(info.frame_times if info.frames else info.mask_times)
         writers[cam] = Mp4Writer(paths[cam], fps, part_path=paths[cam].with_name(paths[cam].stem + ".part.mp4"))
-    recent: dict[str, OrderedDict[int, MasksMessage]] = {cam: OrderedDict() for cam in cams}
+    recent = RecentMasks()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for msg in _messages(reader, (MASKS, FRAME), list(cams)):
             info = cams[msg.camera]
             if isinstance(msg, MasksMessage):
                 if info.frames:
-                    masks = recent[msg.camera]
-                    masks[msg.frame_index] = msg
-                    while len(masks) > 64:
-                        masks.popitem(last=False)
+                    recent.add(msg)
                     continue
                 writers[msg.camera].write(draw_masks(np.zeros((msg.height, msg.width, 3), np.uint8), msg))
             else:
-                masks = recent[msg.camera]
-                match = masks.get(msg.frame_index)
-                if match is None:
-                    earlier = [i for i in masks if i <= msg.frame_index]
-                    match = masks[max(earlier)] if earlier else None
-                writers[msg.camera].write(draw_masks(msg.image(), match))
+                writers[msg.camera].write(draw_masks(msg.image(), recent.for_frame(msg.camera, msg.frame_index)))
             if progress:
                 progress(1)
     except BaseException:

@@ -8,7 +8,8 @@ import urllib.request
 
 from tests.helpers.foxglove_client import FoxgloveClient
 from tests.helpers.net import free_port
-from tests.helpers.recording import PublishingThread, start_cli, stop_process, wait_for
+from tests.helpers.procs import start_cli, stop_process, wait_for
+from tests.helpers.recording import PublishingThread
 
 
 def test_foxglove_command_serves_until_sigterm(tmp_path):

@@ -1,7 +1,7 @@
 """The streaming engine computes exactly what sam2's offline SAM2VideoPredictor computes.
 
 CPU, float32, random weights with the object-score head forced to 'present' (see
-engine_helpers), tiny model at image_size 256, a 42-frame clip: A is prompted with points at
+tests/helpers/engine.py), tiny model at image_size 256, a 42-frame clip: A is prompted with points at
 frame 0, B with a box at frame 12 while A keeps tracking, C with a mask at frame 20, and D is
 added at frame 8 and removed at frame 15. Each object's logits on every frame must equal those
 of `propagate_in_video` run from that object's own prompt frame on the same preprocessed frames.
@@ -19,7 +19,7 @@ from tests.helpers.engine import MODEL, make_clip, write_test_checkpoint
 
 N_FRAMES = 42
 IMAGE_SIZE = 256
-TOL = 1e-4  # DESIGN.md: float32 noise is ~5e-7; a pointer window of 8 instead of 16 shows as ~9e-4
+TOL = 1e-4  # CPU float32 noise is ~5e-7 (1 vs 2 threads); a pointer window of 8 instead of 16 shows as ~9e-4
 
 PROMPTS = {  # obj_id -> (frame, kwargs for add_prompt)
     1: (0, dict(points=[[40, 50], [150, 150]], labels=[1, 0])),

@@ -18,7 +18,8 @@ from rtseg.protocol import MasksMessage, unpack
 from rtseg.recording import list_segments
 from tests.helpers.foxglove_checks import assert_polygons_on_masks
 from tests.helpers.foxglove_client import message_class
-from tests.helpers.recording import PublishingThread, start_cli, stop_process, wait_for, write_recording
+from tests.helpers.procs import start_cli, stop_process, wait_for
+from tests.helpers.recording import PublishingThread, write_recording
 
 H, W = 96, 128
 
