@@ -9,7 +9,8 @@ from rtseg.cli import main as cli
 from rtseg.pipeline.publisher import Publisher
 from rtseg.protocol import ObjectEvent
 from rtseg.recording.store import read_records
-from tests.helpers.recording import masks_message, start_cli, stop_process, wait_for
+from tests.helpers.procs import start_cli, stop_process, wait_for
+from tests.helpers.recording import masks_message
 
 
 def event(kind: str, frame_index: int, zone: str | None = None) -> ObjectEvent:
