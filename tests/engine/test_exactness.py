@@ -8,12 +8,15 @@ of `propagate_in_video` run from that object's own prompt frame on the same prep
 """
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from rtseg.engine import StreamingPredictor
+from rtseg.engine.step import make_frame_step
 from rtseg.engine.preprocess import Normalizer, as_rgb_tensor, resize_uint8
 from tests.helpers.engine import MODEL, make_clip, write_test_checkpoint
 
@@ -33,16 +36,17 @@ def run_streaming(checkpoint, frames, gt, *, ptr_window: int | None = None) -> d
     """Logits per object per frame from the streaming predictor."""
     pred = StreamingPredictor.build(MODEL, checkpoint=checkpoint, device="cpu", image_size=IMAGE_SIZE)
     if ptr_window is not None:  # deliberately wrong memory, to prove the comparison can fail
-        pred.window.max_obj_ptrs = ptr_window
+        consts = dataclasses.replace(pred.consts, ptr_frames=ptr_window - 1)
+        pred._frame_step = make_frame_step(pred.model, consts, "off", pred.device)
     logits: dict[int, dict[int, np.ndarray]] = {}
     t_obj, t_add, t_remove, t_prompt = TRANSIENT
     for i, frame in enumerate(frames):
-        result = pred.track(frame)
+        result = pred.track(frame, logits=True)
         for obj_id, (at, kwargs) in PROMPTS.items():
             if at == i:
-                result = pred.add_prompt(obj_id, **(kwargs or {"mask": gt[i][3]}))
+                result = pred.add_prompt(obj_id, logits=True, **(kwargs or {"mask": gt[i][3]}))
         if i == t_add:
-            result = pred.add_prompt(t_obj, **t_prompt)
+            result = pred.add_prompt(t_obj, logits=True, **t_prompt)
         if i == t_remove:
             pred.remove_object(t_obj)
         for k, obj_id in enumerate(result.obj_ids):
