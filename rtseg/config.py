@@ -41,6 +41,16 @@ class ModelConfig(StrictModel):
         return v
 
 
+class EngineConfig(StrictModel):
+    """How the engine runs its per-frame step (README "Engine")."""
+
+    # compile the per-frame step: off | default (torch.compile) | graphs (CUDA graphs; on the CPU
+    # the same as default). Compiling takes minutes at the first frame and after a capacity grows.
+    compile: Literal["off", "default", "graphs"] = "off"
+    object_capacity: int = Field(default=4, ge=1)  # objects per camera before its memory doubles
+    prompt_capacity: int = Field(default=1, ge=1)  # prompted frames per object before they double
+
+
 class ReconnectConfig(StrictModel):
     """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s."""
 
@@ -73,6 +83,11 @@ class SegmenterConfig(StrictModel):
     # `every`: before the first frame, wait this long for a masks subscriber (recorder, viewer,
     # client) so the start of a file is not published to nobody; 0 starts at once
     wait_for_subscriber_s: float = Field(default=10.0, ge=0)
+    # frames of cameras that are ready together go through the image encoder as one batch
+    # (at most max_batch); a late camera is waited for at most batch_wait_s (0: never)
+    batch_cameras: bool = False
+    max_batch: int = Field(default=8, ge=1)
+    batch_wait_s: float = Field(default=0.0, ge=0)
 
 
 class FrameTopicConfig(StrictModel):
@@ -154,6 +169,7 @@ class SupervisorConfig(StrictModel):
 class Config(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
     segmenter: SegmenterConfig = SegmenterConfig()
     network: NetworkConfig = NetworkConfig()
     security: SecurityConfig = SecurityConfig()

@@ -3,7 +3,7 @@
 
 The same as `rtseg bench`; see rtseg/commands/bench.py (arguments) and rtseg/engine/bench.py (measuring); README "Measured performance". Example:
 
-    python tools/bench_engine.py --models sam2.1_hiera_t --objects 1,3 --image-size 512 --frames 20
+    python tools/bench_engine.py --objects 1,4,8,16 --cameras 1,4 --compile --image-size 512 --frames 20
 """
 from __future__ import annotations
 

@@ -3,15 +3,19 @@ frames (rtseg.engine.bench does the measuring)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from rtseg.engine.bench import RunResult, bench_model, format_table, machine_info, write_clip
 from rtseg.engine.build import resolve_device
 from rtseg.engine.models import ModelSpec, model_spec
+from rtseg.engine.step import COMPILE_MODES
 
 log = logging.getLogger("rtseg.bench")
 
@@ -24,14 +28,17 @@ def _source_size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _object_counts(text: str) -> list[int]:
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"--objects {text!r}: expected comma-separated counts >= 1, e.g. 1,4")
-    return counts
+def _counts(option: str):
+    def parse(text: str) -> list[int]:
+        try:
+            counts = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: expected comma-separated counts >= 1, e.g. 1,4")
+        return counts
+
+    return parse
 
 
 def _model_names(text: str) -> list[ModelSpec]:
@@ -44,7 +51,13 @@ def _model_names(text: str) -> list[ModelSpec]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_model_names, default=[model_spec("sam2.1_hiera_t")],
                         help="comma-separated model names (default: sam2.1_hiera_t)")
-    parser.add_argument("--objects", type=_object_counts, default=[1, 4], help="object counts (default: 1,4)")
+    parser.add_argument("--objects", type=_counts("--objects"), default=[1, 4], help="object counts (default: 1,4)")
+    parser.add_argument("--cameras", type=_counts("--cameras"), default=[1],
+                        help="camera counts: streams run side by side, rtseg's through one image-encoder "
+                             "batch (default: 1)")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="off", nargs="?", const="default",
+                        help="compile rtseg's per-frame step: off | default | graphs (CUDA graphs); "
+                             "--compile alone means default (default: off)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--image-size", type=int, default=None, help="model input size (default: the model's 1024)")
     parser.add_argument("--frames", type=int, default=20, help="frames per run, including frame 0 (default: 20)")
@@ -88,11 +101,14 @@ def main(args: argparse.Namespace) -> int:
         warm = clip.head(2, Path(tmp, "warm-up"))
         for spec in args.models:
             results += bench_model(spec, args, clip, warm, device, ckpt_dir)
+            gc.collect()  # this model's predictors go before the next model's are built
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     load = os.getloadavg()
     print()
     print(f"{start_info['date']}, {start_info.get('gpu', start_info['cpu'])}, {start_info['cpu_count']} CPUs, "
           f"load average {start_info['loadavg_1_5_15'][0]:.2f} at start, {load[0]:.2f} at end")
-    mode = ", interleaved" if args.interleave else ""
+    mode = (", interleaved" if args.interleave else "") + f", rtseg compile {args.compile}"
     print(f"{device.type}{mode}, source {args.source_size[0]}x{args.source_size[1]}, image_size "
           f"{results[0].image_size}, {args.frames} frames ({args.warmup} warm-up), "
           f"peak mem: {results[0].peak_mem_kind}")

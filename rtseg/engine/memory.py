@@ -58,8 +58,9 @@ class SlotTensors(NamedTuple):
     out_score: torch.Tensor  # [N, Ro, 1] object-score logits
     out_frame: torch.Tensor  # [N, Ro]
 
-    def prefix(self, n: int) -> SlotTensors:
-        return SlotTensors(*(t[:n] for t in self))
+    def rows(self, start: int, stop: int) -> SlotTensors:
+        """Object slots start..stop-1 (views: writes land in the full tensors)."""
+        return SlotTensors(*(t[start:stop] for t in self))
 
 
 PER_FRAME_DIMS = {"cond_mem": 1, "cond_ptr": 1, "cond_frame": 1}  # the prompt-slot dimension

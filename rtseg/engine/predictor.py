@@ -24,7 +24,7 @@ from rtseg.engine.memory import EMPTY, MemoryWindow, ObjectRecord, SlotMemory
 from rtseg.engine.models import model_spec
 from rtseg.engine.preprocess import Normalizer, as_rgb_tensor, resize_uint8
 from rtseg.engine.prompts import Prompt, PromptError, check_obj_id, validate_prompt
-from rtseg.engine.step import StepConstants, fill_holes, make_frame_step, render, unpack
+from rtseg.engine.step import fill_holes, render, shared_frame_step, unpack
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,18 @@ class StreamingPredictor:
 
     `objects` and `prompts` are the initial capacities of the memory (objects, and prompted
     frames per object); each doubles when exceeded. `compile`: "off", "default" or "graphs"
-    (CUDA graphs; the same as "default" on the CPU) compiles the per-frame step.
+    (CUDA graphs; the same as "default" on the CPU) compiles the per-frame step. `chunk`:
+    objects per batch of the step (None: all of them in one).
     """
 
     def __init__(self, model, *, max_corrections: int = 8, history: int = 1, autocast: bool | None = None,
-                 compile: str = "off", objects: int = 4, prompts: int = 1):
+                 compile: str = "off", objects: int = 4, prompts: int = 1, chunk: int | None = None):
         if history < 1:
             raise ValueError(f"history must be >= 1 (frames a prompt may target), got {history}")
         if max_corrections < 0:
             raise ValueError(f"max_corrections must be >= 0, got {max_corrections}")
-        if objects < 1 or prompts < 1:
-            raise ValueError(f"objects and prompts capacities must be >= 1, got {objects} and {prompts}")
+        if objects < 1 or prompts < 1 or (chunk is not None and chunk < 1):
+            raise ValueError(f"objects, prompts and chunk must be >= 1, got {objects}, {prompts}, {chunk}")
         self.model = model
         self.device = model.device
         self.image_size = int(model.image_size)
@@ -76,9 +77,8 @@ class StreamingPredictor:
         self.window = MemoryWindow(model.num_maskmem, model.max_obj_ptrs_in_encoder, history)
         self._autocast = self.device.type == "cuda" if autocast is None else autocast
         self._normalize = Normalizer(self.device)
-        self.consts = StepConstants.of(model, self.device)
         self.compile = compile
-        self._frame_step = make_frame_step(model, self.consts, compile, self.device)
+        self.consts, self._frame_step = shared_frame_step(model, compile, self.device, chunk)
         side = self.consts.side
         self.memory = SlotMemory(self.window, tokens=side * side, mem_dim=model.mem_dim, ptr_dim=model.hidden_dim,
                                  low_res=self.image_size // 4, device=self.device, objects=objects,
@@ -162,7 +162,7 @@ class StreamingPredictor:
         if not recs:
             return _empty_result(t, held, logits)
         self._t.fill_(t)
-        slots = self.memory.t if self.compile != "off" else self.memory.t.prefix(len(recs))
+        slots = self.memory.t if self.compile != "off" else self.memory.t.rows(0, len(recs))
         buf = self._frame_step(feats, self._t, slots, held.height, held.width, logits)
         n = slots.cond_frame.shape[0]
         masks, boxes, scores, full = unpack(buf.cpu().numpy(), n, held.height, held.width, logits)

@@ -37,6 +37,14 @@ class StepConstants:
 
     @classmethod
     def of(cls, model, device: torch.device) -> StepConstants:
+        """The model's constants (computed once per model and device, shared by its predictors)."""
+        cache = model.__dict__.setdefault("_rtseg_step_constants", {})
+        if device not in cache:
+            cache[device] = cls._compute(model, device)
+        return cache[device]
+
+    @classmethod
+    def _compute(cls, model, device: torch.device) -> StepConstants:
         check_supported(model)
         side = model.image_size // 16
         probe = torch.zeros(1, model.mem_dim, side, side, device=device)
@@ -195,18 +203,38 @@ def _boxes_of(masks: torch.Tensor) -> torch.Tensor:
 COMPILE_MODES = ("off", "default", "graphs")
 
 
-def make_frame_step(model, consts: StepConstants, mode: str, device: torch.device):
+def make_frame_step(model, consts: StepConstants, mode: str, device: torch.device, *, chunk: int | None = None,
+                    backend=None):
     """frame_step(feats, t, slots, height, width, logits) -> packed results; compiled unless mode is "off".
 
-    "graphs" captures CUDA graphs (`mode="reduce-overhead"`); on the CPU it is "default"."""
+    The objects go through the model `chunk` at a time (None: all at once). "graphs" captures
+    CUDA graphs (`mode="reduce-overhead"`); on the CPU it is "default". `backend` (tests):
+    dynamo's graph capture (breaks, recompiles) with that backend instead of inductor."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode {mode!r}: choose one of {', '.join(COMPILE_MODES)}")
 
-    def frame_step(feats, t, slots, height: int, width: int, logits: bool) -> torch.Tensor:
-        low_res, scores = track_objects(model, consts, feats, t, slots)
+    def frame_step(feats, t, slots: SlotTensors, height: int, width: int, logits: bool) -> torch.Tensor:
+        n = slots.cond_frame.shape[0]
+        size = chunk or n
+        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n))) for a in range(0, n, size)]
+        low_res = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]
+        scores = torch.cat([o[1] for o in outs]) if len(outs) > 1 else outs[0][1]
         return render(low_res, scores, height, width, logits)
 
     if mode == "off":
         return frame_step
+    if backend is not None:
+        return torch.compile(frame_step, fullgraph=True, dynamic=False, backend=backend)
     graphs = mode == "graphs" and device.type == "cuda"
     return torch.compile(frame_step, fullgraph=True, dynamic=False, mode="reduce-overhead" if graphs else None)
+
+
+def shared_frame_step(model, mode: str, device: torch.device, chunk: int | None = None):
+    """(constants, frame_step) shared by every predictor of `model`: the cameras of a segmenter reuse
+    one compiled step (one compilation per capacity and frame size) instead of compiling their own."""
+    steps = model.__dict__.setdefault("_rtseg_frame_steps", {})
+    key = (mode, chunk, device)
+    if key not in steps:
+        consts = StepConstants.of(model, device)
+        steps[key] = (consts, make_frame_step(model, consts, mode, device, chunk=chunk))
+    return steps[key]

@@ -26,6 +26,7 @@ import numpy as np
 from rtseg.config import Config
 from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
 from rtseg.engine import PromptError, StreamingPredictor
+from rtseg.engine.cameras import track_cameras
 from rtseg.pipeline.prompt_log import PromptLog
 from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
 from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
@@ -89,20 +90,52 @@ class Segmenter:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """Track at most one new frame per camera; returns how many frames were processed."""
+        if self.cfg.segmenter.batch_cameras:
+            return self._step_batched(timeout_s)
         done = 0
         per_cam_timeout = timeout_s / max(1, len(self.cams))
         for pipe in self.cams.values():
             rf = self._read(pipe, per_cam_timeout)
             if rf is None:
                 continue
-            self._track(pipe, rf)
+            t0 = time.monotonic_ns()
+            self._publish(pipe, rf, pipe.predictor.track(rf.frame.image), t0)
             done += 1
         return done
 
-    def _track(self, pipe: CameraPipeline, rf) -> None:
+    def _step_batched(self, timeout_s: float) -> int:
+        """segmenter.batch_cameras: the cameras with a frame ready go through the image encoder
+        together (max_batch at a time); a late camera is waited for at most batch_wait_s."""
+        seg = self.cfg.segmenter
+        ready = self._ready_frames(0.0)
+        if not ready:  # nothing yet: wait as the unbatched loop does, until one camera has a frame
+            for name, pipe in self.cams.items():
+                if (rf := self._read(pipe, timeout_s / max(1, len(self.cams)))) is not None:
+                    ready = {name: rf, **self._ready_frames(0.0, skip=(name,))}
+                    break
+        if ready and seg.batch_wait_s > 0 and len(ready) < len(self.cams):
+            ready.update(self._ready_frames(seg.batch_wait_s, skip=ready))
+        batch = [(self.cams[name], rf) for name, rf in ready.items()]
+        for i in range(0, len(batch), seg.max_batch):
+            chunk = batch[i:i + seg.max_batch]
+            t0 = time.monotonic_ns()
+            results = track_cameras([(pipe.predictor, rf.frame.image) for pipe, rf in chunk])
+            for (pipe, rf), result in zip(chunk, results):
+                self._publish(pipe, rf, result, t0)
+        return len(batch)
+
+    def _ready_frames(self, wait_s: float, skip=()) -> dict:
+        """A frame from every camera not in `skip` that has one within wait_s (all cameras together)."""
+        deadline = time.monotonic() + wait_s
+        frames = {}
+        for name, pipe in self.cams.items():
+            if name not in skip and (rf := self._read(pipe, max(0.0, deadline - time.monotonic()))) is not None:
+                frames[name] = rf
+        return frames
+
+    def _publish(self, pipe: CameraPipeline, rf, result, t0: int) -> None:
+        """Bookkeeping and the masks (and frame) messages of a tracked frame (tracking began at t0)."""
         frame = rf.frame
-        t0 = time.monotonic_ns()
-        result = pipe.predictor.track(frame.image)
         pipe.engine_index[frame.index] = result.frame_index
         while len(pipe.engine_index) > pipe.predictor.window.history:
             pipe.engine_index.popitem(last=False)
@@ -248,7 +281,8 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
                     "model.image_size: 256 (configs/demo-cpu.yaml), for real use run on a GPU", model.image_size)
     preds = {
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
-                                   history=cfg.segmenter.recent_frames)
+                                   history=cfg.segmenter.recent_frames, compile=cfg.engine.compile,
+                                   objects=cfg.engine.object_capacity, prompts=cfg.engine.prompt_capacity)
         for cam in cfg.cameras
     }
     return preds, str(device)
