@@ -86,7 +86,7 @@ class SlotMemory:
         self.window = window
         self.device = device
         self.max_prompts = max_prompts
-        self._shapes = dict(tokens=tokens, mem_dim=mem_dim, ptr_dim=ptr_dim, low_res=low_res)
+        self._shapes = {"tokens": tokens, "mem_dim": mem_dim, "ptr_dim": ptr_dim, "low_res": low_res}
         self.t = self._allocate(objects, min(prompts, max_prompts))
 
     @property
@@ -100,6 +100,7 @@ class SlotMemory:
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in self.t)
 
+    @torch.inference_mode()  # the state is only ever written under inference mode (the predictor's)
     def _allocate(self, n: int, k: int) -> SlotTensors:
         s, w, dev = self._shapes, self.window, self.device
         rm, rp, ro = w.mem_frames + w.history, w.ptr_frames + w.history, w.history
@@ -117,6 +118,7 @@ class SlotMemory:
             out_frame=frames(n, ro),
         )
 
+    @torch.inference_mode()
     def grow(self, *, objects: int | None = None, prompts: int | None = None) -> None:
         """Reallocate with more object or prompt slots, keeping what is stored."""
         n = objects or self.object_capacity
@@ -130,11 +132,13 @@ class SlotMemory:
                 dst[:old_n].copy_(src)
         self.t = new
 
+    @torch.inference_mode()
     def clear(self, slot: int) -> None:
         """Forget everything slot `slot` holds (its frames become EMPTY; contents stay finite)."""
         for name in ("cond_frame", "mem_frame", "ptr_frame", "out_frame"):
             getattr(self.t, name)[slot] = EMPTY
 
+    @torch.inference_mode()
     def move(self, src: int, dst: int) -> None:
         for x in self.t:
             x[dst] = x[src]
