@@ -17,9 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtseg.engine import holes
 from rtseg.engine.build import build_sam2_video_model, resolve_device
 from rtseg.engine.memory import MemoryWindow, ObjectMemory, Output
 from rtseg.engine.models import model_spec
+from rtseg.engine.precision import Precision, choose_precision
 from rtseg.engine.preprocess import Normalizer, as_rgb_tensor, resize_uint8
 from rtseg.engine.prompts import Prompt, PromptError, check_obj_id, validate_prompt
 
@@ -53,7 +55,7 @@ class _HeldFrame:
 class StreamingPredictor:
     """Online SAM 2: `track(frame)` per frame, `add_prompt` / `remove_object` at any time."""
 
-    def __init__(self, model, *, max_corrections: int = 8, history: int = 1, autocast: bool | None = None):
+    def __init__(self, model, *, max_corrections: int = 8, history: int = 1, precision: Precision | str = "auto"):
         if history < 1:
             raise ValueError(f"history must be >= 1 (frames a prompt may target), got {history}")
         if max_corrections < 0:
@@ -63,7 +65,8 @@ class StreamingPredictor:
         self.image_size = int(model.image_size)
         self.max_corrections = max_corrections
         self.window = MemoryWindow(model.num_maskmem, model.max_obj_ptrs_in_encoder, history)
-        self._autocast = self.device.type == "cuda" if autocast is None else autocast
+        # a string is resolved here; a caller sharing one model passes the Precision it chose once
+        self.precision = precision if isinstance(precision, Precision) else choose_precision(precision, self.device)
         self._normalize = Normalizer(self.device)
         self.reset()
 
@@ -77,12 +80,15 @@ class StreamingPredictor:
         *,
         max_corrections: int = 8,
         history: int = 1,
+        precision: Precision | str = "auto",
+        fill_holes: bool = True,
     ) -> StreamingPredictor:
         """Build from a model name (sam2.1_hiera_{t,s,b+,l}, sam2_hiera_*); checkpoint=None: random weights."""
         spec = model_spec(model)
         dev = resolve_device(device)
-        sam = build_sam2_video_model(spec, None if checkpoint is None else Path(checkpoint), dev, image_size)
-        return cls(sam, max_corrections=max_corrections, history=history)
+        sam = build_sam2_video_model(spec, None if checkpoint is None else Path(checkpoint), dev, image_size,
+                                     fill_holes=fill_holes)
+        return cls(sam, max_corrections=max_corrections, history=history, precision=precision)
 
     # ----------------------------------------------------------------- state
     def reset(self) -> None:
@@ -192,8 +198,10 @@ class StreamingPredictor:
     def _inference(self):
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self._autocast:
-            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.device.type == "cuda":  # sam2 makes its caches on the current device: make it ours
+            stack.enter_context(torch.cuda.device(self.device))
+        # nested in the caller's context (segmenter, bench) this keeps autocast's weight cache
+        stack.enter_context(self.precision.autocast())
         return stack
 
     def _features_of(self, t: int) -> tuple:
@@ -251,10 +259,8 @@ class StreamingPredictor:
             prev_sam_mask_logits=prev_logits,
         )
         pred_masks = out["pred_masks"]
-        if self.model.fill_hole_area > 0:
-            from sam2.utils.misc import fill_holes_in_mask_scores
-
-            pred_masks = fill_holes_in_mask_scores(pred_masks, self.model.fill_hole_area)
+        if self.model.fill_hole_area > 0:  # as sam2's predictor does after track_step (holes.py says where)
+            pred_masks = holes.fill_holes_in_mask_scores(pred_masks, self.model.fill_hole_area)
         maskmem = out["maskmem_features"]
         if out["maskmem_pos_enc"] is not None and self._maskmem_pos_enc is None:
             self._maskmem_pos_enc = [x[0:1].clone() for x in out["maskmem_pos_enc"]]
