@@ -41,6 +41,14 @@ class ModelConfig(StrictModel):
         return v
 
 
+class EngineConfig(StrictModel):
+    """How the engine computes (README, "Precision and hole filling")."""
+
+    # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on 7.x, else fp32; fp32 on the CPU
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    fill_holes: bool = True  # fill mask holes <= 8 low-res px as sam2 does; off: masks differ from sam2's
+
+
 class ReconnectConfig(StrictModel):
     """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s."""
 
@@ -154,6 +162,7 @@ class SupervisorConfig(StrictModel):
 class Config(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
     segmenter: SegmenterConfig = SegmenterConfig()
     network: NetworkConfig = NetworkConfig()
     security: SecurityConfig = SecurityConfig()
