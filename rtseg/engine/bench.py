@@ -8,9 +8,14 @@ with a box at frame 0. Reported per run:
 - first mask: from the start to the masks of frame 0. The official predictor must first
   load the whole clip (`init_state`, also reported on its own); rtseg tracks frame 0 and
   takes the prompts.
-- per-frame latency of frames 1.. after `--warmup` frames: rtseg's `track()`, the official's
-  time between two yields of `propagate_in_video`. Both include copying the frame's mask
-  logits to the host. FPS is frames over the sum of those latencies.
+- per-frame latency of frames 1.. after `--warmup` frames. Both predictors do the same work
+  in it: they start from the decoded frame on the host (HxWx3 uint8 RGB; decoding the JPEG is
+  not timed) and end with the frame's masks and mask logits at source resolution on the host.
+  rtseg: `track()` (upload, resize, normalise, track, masks, boxes, scores, host copies). The
+  official predictor: sam2's own loader steps for that frame (PIL resize, /255, upload,
+  normalise, as `init_state` does them) written into its state, the next yield of
+  `propagate_in_video`, then masks and logits copied to the host. FPS is frames over the
+  sum of those latencies.
 - peak memory growth over the loaded models: CUDA `max_memory_allocated`; on the CPU the
   process RSS sampled every 10 ms (a lower bound on the true peak, and the allocator may
   reuse memory freed by an earlier run). Not measured with `--interleave`, which alternates
@@ -21,11 +26,13 @@ with a box at frame 0. Reported per run:
 
 Timings use real checkpoints from --checkpoint-dir when present, else random weights whose
 object-score head says "present" (so both predictors do the work of real objects; the masks
-themselves are meaningless). On CUDA both run under bf16 autocast, as sam2's examples do.
+themselves are meaningless). Both run with the precision production uses (`--precision`,
+default auto: bf16 on GPUs with native bf16, fp32 on the CPU), under one autocast context
+held for the whole run, as the segmenter holds one for its loop, and both fill mask holes
+the same way (rtseg.engine.holes; sam2's extension where it loads).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import gc
@@ -42,9 +49,12 @@ import cv2
 import numpy as np
 import psutil
 import torch
+from PIL import Image
 
+from rtseg.engine import holes
 from rtseg.engine.build import build_sam2_video_model
 from rtseg.engine.models import ModelSpec
+from rtseg.engine.precision import Precision
 from rtseg.engine.predictor import StreamingPredictor
 from rtseg.sources.synthetic import SyntheticScene
 
@@ -249,6 +259,9 @@ class OfficialRun:
         start = self.clock()
         self.state = self.official.init_state(str(self.clip.folder))
         self.init_state_s = self.clock() - start
+        dev = self.state["images"].device
+        self._mean = torch.tensor((0.485, 0.456, 0.406), device=dev)[:, None, None]  # init_state's defaults
+        self._std = torch.tensor((0.229, 0.224, 0.225), device=dev)[:, None, None]
         for obj_id in range(1, self.objects + 1):
             self.official.add_new_points_or_box(self.state, frame_idx=0, obj_id=obj_id, box=self.clip.boxes[obj_id])
         self.after_prompt = _official_state_nbytes(self.state)
@@ -257,11 +270,21 @@ class OfficialRun:
         self.first_mask_s = self.clock() - start
 
     def step(self, i: int) -> None:
+        frame = self.clip.frame(i)  # decoding is not the predictor's work
         t0 = self.clock()
+        self.state["images"][i] = self._load(frame)  # the frame as init_state would have loaded it
         frame_idx, _, logits = next(self.frames)
         _host_copy(logits)
+        (logits > 0).cpu().numpy()
         self.latencies_ms.append(1000 * (self.clock() - t0))
         assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
+
+    def _load(self, frame: np.ndarray) -> torch.Tensor:
+        """sam2.utils.misc's loading of one frame, from the decoded image: PIL resize, /255, normalise."""
+        size = self.official.image_size
+        img = torch.from_numpy(np.array(Image.fromarray(frame).resize((size, size))) / 255.0).permute(2, 0, 1)
+        img = img.float().to(self.state["images"].device, non_blocking=True)
+        return (img - self._mean) / self._std
 
     def finish(self) -> dict:
         self.frames.close()
@@ -272,11 +295,12 @@ class OfficialRun:
         return result
 
 
-def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> list[dict]:
+def measure(runs: list, frames: int, device: torch.device, interleave: bool, precision: Precision) -> list[dict]:
     """Run each of `runs` over frames 0..frames-1: one after the other, each with its own peak
-    memory, or interleaved frame by frame (background load then hits both alike; no memory peak)."""
+    memory, or interleaved frame by frame (background load then hits both alike; no memory peak).
+    One autocast context per run, as the segmenter holds one for its loop."""
     if interleave:
-        with _autocast(device):
+        with precision.autocast():
             for run in runs:
                 run.start()
             for i in range(1, frames):
@@ -286,7 +310,7 @@ def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> 
                     for run in runs]
     results = []
     for run in runs:
-        with PeakMemory(device) as mem, _autocast(device):
+        with PeakMemory(device) as mem, precision.autocast():
             run.start()
             for i in range(1, frames):
                 run.step(i)
@@ -298,14 +322,8 @@ def _tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.device,
-                ckpt_tmp: Path) -> list[RunResult]:
+                ckpt_tmp: Path, precision: Precision) -> list[RunResult]:
     from sam2.build_sam import build_sam2_video_predictor
 
     ckpt = args.checkpoint_dir / spec.checkpoint_file
@@ -316,29 +334,31 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
                     "masks are meaningless, the work is the same", ckpt, spec.name)
         ckpt = write_forced_checkpoint(spec, ckpt_tmp / spec.checkpoint_file, args.image_size)
         weights = "random (object head forced present)"
-    pred = StreamingPredictor.build(spec.name, checkpoint=ckpt, device=str(device), image_size=args.image_size)
+    pred = StreamingPredictor.build(spec.name, checkpoint=ckpt, device=str(device), image_size=args.image_size,
+                                    precision=precision)
     overrides = [f"++model.image_size={args.image_size}"] if args.image_size else []
     official = build_sam2_video_predictor(spec.hydra_config, ckpt_path=str(ckpt), device=str(device),
                                           hydra_overrides_extra=overrides)
-    official.fill_hole_area = pred.model.fill_hole_area  # same post-processing (off without sam2's CUDA extension)
+    assert official.fill_hole_area == pred.model.fill_hole_area  # the same post-processing (holes.py)
 
     def runs(clip_: Clip, objects: int) -> list:
         return [RtsegRun(pred, clip_, objects, device), OfficialRun(official, clip_, objects, device)]
 
-    # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
-    # selection, allocator growth) that would otherwise count against whichever runs first.
-    measure(runs(warm, 1), warm.frames, device, args.interleave)
-    results = []
-    for n in args.objects:
-        log.info("bench %s, %d object(s), %d frames%s", spec.name, n, clip.frames,
-                 ", interleaved" if args.interleave else "")
-        timed = runs(clip, n)
-        for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave)):
-            numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
-            results.append(RunResult(model=spec.name, objects=n, predictor=run.name, device=str(device),
-                                     image_size=pred.image_size, frames=clip.frames, warmup=args.warmup,
-                                     weights=weights, **numbers))
-            print(format_table(results[-1:], header=False), flush=True)
+    with holes.official_predictor_fills_everywhere():
+        # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
+        # selection, allocator growth) that would otherwise count against whichever runs first.
+        measure(runs(warm, 1), warm.frames, device, args.interleave, precision)
+        results = []
+        for n in args.objects:
+            log.info("bench %s, %d object(s), %d frames%s", spec.name, n, clip.frames,
+                     ", interleaved" if args.interleave else "")
+            timed = runs(clip, n)
+            for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave, precision)):
+                numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
+                results.append(RunResult(model=spec.name, objects=n, predictor=run.name, device=str(device),
+                                         image_size=pred.image_size, frames=clip.frames, warmup=args.warmup,
+                                         weights=weights, **numbers))
+                print(format_table(results[-1:], header=False), flush=True)
     del pred, official
     gc.collect()
     if device.type == "cuda":
@@ -371,4 +391,5 @@ def machine_info(device: torch.device) -> dict:
             "sam2": importlib.metadata.version("sam2"), "loadavg_1_5_15": os.getloadavg()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
