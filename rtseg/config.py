@@ -42,8 +42,12 @@ class ModelConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
-    """How the engine runs its per-frame step (README "Engine")."""
+    """How the engine computes (README, "Precision and hole filling") and runs its per-frame step
+    (README, "The streaming engine")."""
 
+    # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on 7.x, else fp32; fp32 on the CPU
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    fill_holes: bool = True  # fill mask holes <= 8 low-res px as sam2 does; off: masks differ from sam2's
     # compile the per-frame step: off | default (torch.compile) | graphs (CUDA graphs; on the CPU
     # the same as default). Compiling takes minutes at the first frame and after a capacity grows.
     compile: Literal["off", "default", "graphs"] = "off"

@@ -8,14 +8,16 @@ with a box at frame 0. Reported per run:
 - first mask: from the start to the masks of frame 0. The official predictor must first
   load the whole clip (`init_state`, also reported on its own); rtseg tracks frame 0 and
   takes the prompts.
-- per-frame latency of frames 1.. after `--warmup` frames, the same work on both sides: from
-  a frame to every object's source-size boolean masks on the host. rtseg: `track()` (or
-  `track_cameras` for several cameras: one image-encoder batch), which resizes and normalizes
-  the frame, runs the step and copies masks, boxes and scores to the host. Official: the time
-  between two yields of `propagate_in_video` (its frames were resized and normalized in
-  `init_state`, outside the timing) plus `(logits > 0)` copied to the host. With `--cameras K`
-  both run K streams (official: K inference states) and a step covers one frame of each.
-  FPS is frames (of all cameras) over the sum of those latencies.
+- per-frame latency of frames 1.. after `--warmup` frames. Both predictors do the same work
+  in it: they start from the decoded frame on the host (HxWx3 uint8 RGB; decoding the JPEG is
+  not timed) and end with every object's boolean mask at source resolution on the host.
+  rtseg: `track()` (upload, resize, normalise, the batched step, masks, boxes, scores, one
+  host copy), or `track_cameras` for several cameras (one image-encoder batch). The official
+  predictor: sam2's own loader steps for that frame (PIL resize, /255, upload, normalise, as
+  `init_state` does them) written into its state, the next yield of `propagate_in_video`,
+  then `logits > 0` copied to the host. With `--cameras K` both run K streams (official: K
+  inference states) and a step covers one frame of each. FPS is frames (of all cameras) over
+  the sum of those latencies.
 - peak memory growth over the loaded models: CUDA `max_memory_allocated`; on the CPU the
   process RSS sampled every 10 ms (a lower bound on the true peak, and the allocator may
   reuse memory freed by an earlier run). Not measured with `--interleave`, which alternates
@@ -26,11 +28,13 @@ with a box at frame 0. Reported per run:
 
 Timings use real checkpoints from --checkpoint-dir when present, else random weights whose
 object-score head says "present" (so both predictors do the work of real objects; the masks
-themselves are meaningless). On CUDA both run under bf16 autocast, as sam2's examples do.
+themselves are meaningless). Both run with the precision production uses (`--precision`,
+default auto: bf16 on GPUs with native bf16, fp32 on the CPU), under one autocast context
+held for the whole run, as the segmenter holds one for its loop, and both fill mask holes
+the same way (rtseg.engine.holes; sam2's extension where it loads).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import gc
@@ -47,10 +51,13 @@ import cv2
 import numpy as np
 import psutil
 import torch
+from PIL import Image
 
+from rtseg.engine import holes
 from rtseg.engine.build import build_sam2_video_model
 from rtseg.engine.cameras import track_cameras
 from rtseg.engine.models import ModelSpec
+from rtseg.engine.precision import Precision
 from rtseg.engine.predictor import StreamingPredictor
 from rtseg.sources.synthetic import SyntheticScene
 
@@ -268,6 +275,9 @@ class OfficialRun:
         start = self.clock()
         self.states = [self.official.init_state(str(self.clip.folder)) for _ in range(self.cameras)]
         self.init_state_s = self.clock() - start
+        dev = self.states[0]["images"].device
+        self._mean = torch.tensor((0.485, 0.456, 0.406), device=dev)[:, None, None]  # init_state's defaults
+        self._std = torch.tensor((0.229, 0.224, 0.225), device=dev)[:, None, None]
         for state in self.states:
             for obj_id in range(1, self.objects + 1):
                 self.official.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=self.clip.boxes[obj_id])
@@ -278,12 +288,21 @@ class OfficialRun:
         self.first_mask_s = self.clock() - start
 
     def step(self, i: int) -> None:
+        frame = self.clip.frame(i)  # decoding is not the predictor's work
         t0 = self.clock()
-        for frames in self.frames:
+        for state, frames in zip(self.states, self.frames):
+            state["images"][i] = self._load(frame, state)  # the frame as init_state would have loaded it
             frame_idx, _, logits = next(frames)
             _host_masks(logits)
             assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
         self.latencies_ms.append(1000 * (self.clock() - t0))
+
+    def _load(self, frame: np.ndarray, state: dict) -> torch.Tensor:
+        """sam2.utils.misc's loading of one frame, from the decoded image: PIL resize, /255, normalise."""
+        size = self.official.image_size
+        img = torch.from_numpy(np.array(Image.fromarray(frame).resize((size, size))) / 255.0).permute(2, 0, 1)
+        img = img.float().to(state["images"].device, non_blocking=True)
+        return (img - self._mean) / self._std
 
     def finish(self) -> dict:
         for frames in self.frames:
@@ -296,11 +315,12 @@ class OfficialRun:
         return result
 
 
-def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> list[dict]:
+def measure(runs: list, frames: int, device: torch.device, interleave: bool, precision: Precision) -> list[dict]:
     """Run each of `runs` over frames 0..frames-1: one after the other, each with its own peak
-    memory, or interleaved frame by frame (background load then hits both alike; no memory peak)."""
+    memory, or interleaved frame by frame (background load then hits both alike; no memory peak).
+    One autocast context per run, as the segmenter holds one for its loop."""
     if interleave:
-        with _autocast(device):
+        with precision.autocast():
             for run in runs:
                 run.start()
             for i in range(1, frames):
@@ -310,7 +330,7 @@ def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> 
                     for run in runs]
     results = []
     for run in runs:
-        with PeakMemory(device) as mem, _autocast(device):
+        with PeakMemory(device) as mem, precision.autocast():
             run.start()
             for i in range(1, frames):
                 run.step(i)
@@ -322,14 +342,8 @@ def _tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.device,
-                ckpt_tmp: Path) -> list[RunResult]:
+                ckpt_tmp: Path, precision: Precision) -> list[RunResult]:
     from sam2.build_sam import build_sam2_video_predictor
 
     ckpt = args.checkpoint_dir / spec.checkpoint_file
@@ -344,28 +358,30 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
     overrides = [f"++model.image_size={args.image_size}"] if args.image_size else []
     official = build_sam2_video_predictor(spec.hydra_config, ckpt_path=str(ckpt), device=str(device),
                                           hydra_overrides_extra=overrides)
-    official.fill_hole_area = model.fill_hole_area  # same post-processing (off without sam2's CUDA extension)
+    assert official.fill_hole_area == model.fill_hole_area  # the same post-processing (holes.py)
 
     def runs(clip_: Clip, objects: int, cameras: int) -> list:
         # capacity = the object count: the step does no padding work
-        preds = [StreamingPredictor(model, objects=objects, compile=args.compile) for _ in range(cameras)]
+        preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision)
+                 for _ in range(cameras)]
         return [RtsegRun(preds, clip_, objects, device), OfficialRun(official, clip_, objects, device, cameras)]
 
-    # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
-    # selection, allocator growth) that would otherwise count against whichever runs first.
-    measure(runs(warm, 1, 1), warm.frames, device, args.interleave)
-    results = []
-    for k in args.cameras:
-        for n in args.objects:
-            log.info("bench %s, %d camera(s) x %d object(s), %d frames%s", spec.name, k, n, clip.frames,
-                     ", interleaved" if args.interleave else "")
-            timed = runs(clip, n, k)
-            for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave)):
-                numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
-                results.append(RunResult(model=spec.name, objects=n, cameras=k, predictor=run.name,
-                                         device=str(device), image_size=int(model.image_size), frames=clip.frames,
-                                         warmup=args.warmup, weights=weights, **numbers))
-                print(format_table(results[-1:], header=False), flush=True)
+    with holes.official_predictor_fills_everywhere():
+        # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
+        # selection, allocator growth) that would otherwise count against whichever runs first.
+        measure(runs(warm, 1, 1), warm.frames, device, args.interleave, precision)
+        results = []
+        for k in args.cameras:
+            for n in args.objects:
+                log.info("bench %s, %d camera(s) x %d object(s), %d frames%s", spec.name, k, n, clip.frames,
+                         ", interleaved" if args.interleave else "")
+                timed = runs(clip, n, k)
+                for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave, precision)):
+                    numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
+                    results.append(RunResult(model=spec.name, objects=n, cameras=k, predictor=run.name,
+                                             device=str(device), image_size=int(model.image_size),
+                                             frames=clip.frames, warmup=args.warmup, weights=weights, **numbers))
+                    print(format_table(results[-1:], header=False), flush=True)
     return results
 
 
@@ -399,4 +415,5 @@ def machine_info(device: torch.device) -> dict:
             "sam2": importlib.metadata.version("sam2"), "loadavg_1_5_15": os.getloadavg()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info

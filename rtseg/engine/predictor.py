@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from rtseg.engine.build import build_sam2_video_model, resolve_device
 from rtseg.engine.memory import EMPTY, MemoryWindow, ObjectRecord, SlotMemory
 from rtseg.engine.models import model_spec
+from rtseg.engine.precision import Precision, choose_precision
 from rtseg.engine.preprocess import Normalizer, as_rgb_tensor, resize_uint8
 from rtseg.engine.prompts import Prompt, PromptError, check_obj_id, validate_prompt
-from rtseg.engine.step import fill_holes, render, shared_frame_step, unpack
+from rtseg.engine.step import fill_mask_holes, render, shared_frame_step, unpack
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class StreamingPredictor:
     objects per batch of the step (None: all of them in one).
     """
 
-    def __init__(self, model, *, max_corrections: int = 8, history: int = 1, autocast: bool | None = None,
+    def __init__(self, model, *, max_corrections: int = 8, history: int = 1, precision: Precision | str = "auto",
                  compile: str = "off", objects: int = 4, prompts: int = 1, chunk: int | None = None):
         if history < 1:
             raise ValueError(f"history must be >= 1 (frames a prompt may target), got {history}")
@@ -75,7 +76,8 @@ class StreamingPredictor:
         self.image_size = int(model.image_size)
         self.max_corrections = max_corrections
         self.window = MemoryWindow(model.num_maskmem, model.max_obj_ptrs_in_encoder, history)
-        self._autocast = self.device.type == "cuda" if autocast is None else autocast
+        # a string is resolved here; a caller sharing one model passes the Precision it chose once
+        self.precision = precision if isinstance(precision, Precision) else choose_precision(precision, self.device)
         self._normalize = Normalizer(self.device)
         self.compile = compile
         self.consts, self._frame_step = shared_frame_step(model, compile, self.device, chunk)
@@ -88,11 +90,13 @@ class StreamingPredictor:
 
     @classmethod
     def build(cls, model: str = "sam2.1_hiera_t", checkpoint: str | Path | None = None, device: str = "cpu",
-              image_size: int | None = None, **kwargs) -> StreamingPredictor:
-        """Build from a model name (sam2.1_hiera_{t,s,b+,l}, sam2_hiera_*); checkpoint=None: random weights."""
+              image_size: int | None = None, *, fill_holes: bool = True, **kwargs) -> StreamingPredictor:
+        """Build from a model name (sam2.1_hiera_{t,s,b+,l}, sam2_hiera_*); checkpoint=None: random weights.
+        Keyword arguments go to the constructor (max_corrections, history, precision, compile, ...)."""
         spec = model_spec(model)
         dev = resolve_device(device)
-        sam = build_sam2_video_model(spec, None if checkpoint is None else Path(checkpoint), dev, image_size)
+        sam = build_sam2_video_model(spec, None if checkpoint is None else Path(checkpoint), dev, image_size,
+                                     fill_holes=fill_holes)
         return cls(sam, **kwargs)
 
     # ----------------------------------------------------------------- state
@@ -206,8 +210,10 @@ class StreamingPredictor:
     def _inference(self):
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self._autocast:
-            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.device.type == "cuda":  # sam2 makes its caches on the current device: make it ours
+            stack.enter_context(torch.cuda.device(self.device))
+        # nested in the caller's context (segmenter, bench) this keeps autocast's weight cache
+        stack.enter_context(self.precision.autocast())
         return stack
 
     def _features_of(self, t: int) -> tuple:
@@ -236,6 +242,7 @@ class StreamingPredictor:
             prev_logits = self.memory.output_at(rec.slot, t)
             prev_logits = None if prev_logits is None else prev_logits.clamp(-32.0, 32.0)
         out = self._sam2_step(rec, t, feats, cond=t == rec.init_frame, prompt=model_prompt, prev_logits=prev_logits)
+        out["pred_masks"] = fill_mask_holes(self.model, out["pred_masks"])  # kept filled; its memory encoded from that
         maskmem = self._encode_prompted_memory(out, feats)
         if model_prompt["points"] is not None:
             rec.point_inputs[t] = model_prompt["points"]
@@ -245,7 +252,7 @@ class StreamingPredictor:
         if k is not None:
             self.memory.write_prompted(rec.slot, k, t, maskmem, out["obj_ptr"][0])
         self.memory.forget_frame(rec.slot, t)
-        self.memory.write_output(rec.slot, t, fill_holes(self.model, out["pred_masks"]), out["object_score_logits"])
+        self.memory.write_output(rec.slot, t, out["pred_masks"], out["object_score_logits"])
 
     def _prompt_slot(self, rec: ObjectRecord, t: int) -> int | None:
         """The prompt slot for frame t (None: a correction dropped at once by max_corrections=0)."""
@@ -340,7 +347,7 @@ class StreamingPredictor:
                 continue
             out = self._sam2_step(rec, f, self._features_of(f), cond=False, prompt=None, prev_logits=None)
             self.memory.write_tracked(rec.slot, f, _tokens(out["maskmem_features"]), out["obj_ptr"][0])
-            self.memory.write_output(rec.slot, f, fill_holes(self.model, out["pred_masks"]),
+            self.memory.write_output(rec.slot, f, fill_mask_holes(self.model, out["pred_masks"]),
                                      out["object_score_logits"])
 
     def _result(self, t: int, logits: bool) -> FrameResult:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
+from rtseg.engine import holes
 from rtseg.engine.attention import masked_memory_attention, rope_tables
 from rtseg.engine.memory import SlotTensors
 
@@ -127,7 +128,7 @@ def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: Slo
     maskmem, _ = model._encode_new_memory(
         current_vision_feats=[vision_feats[-1].expand(hw, n, ch)], feat_sizes=feat_sizes,
         pred_masks_high_res=high_res_masks, object_score_logits=scores, is_mask_from_pts=False)
-    low_res = fill_holes(model, low_res)
+    low_res = fill_mask_holes(model, low_res)
     _write_ring(s.mem, s.mem_frame, t, maskmem.flatten(2).transpose(1, 2).to(torch.bfloat16))
     _write_ring(s.ptr, s.ptr_frame, t, obj_ptr)
     _write_ring(s.out_logits, s.out_frame, t, low_res)
@@ -135,12 +136,11 @@ def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: Slo
     return low_res, scores
 
 
-def fill_holes(model, low_res: torch.Tensor) -> torch.Tensor:
-    """sam2's video predictor fills small holes in the logits it outputs and keeps (not those it encodes)."""
+def fill_mask_holes(model, low_res: torch.Tensor) -> torch.Tensor:
+    """Small holes filled as sam2's video predictor fills them after track_step (rtseg.engine.holes
+    says where): in the logits it outputs and keeps, not in those a tracked frame's memory encodes."""
     if model.fill_hole_area > 0:
-        from sam2.utils.misc import fill_holes_in_mask_scores
-
-        low_res = fill_holes_in_mask_scores(low_res, model.fill_hole_area)
+        low_res = holes.fill_holes_in_mask_scores(low_res, model.fill_hole_area)
     return low_res
 
 

@@ -249,7 +249,7 @@ class Segmenter:
                 obj_ids=tuple(pipe.predictor.obj_ids),
                 source_state=source,
             )
-        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(), publisher=self.publisher.stats(),
+        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name), publisher=self.publisher.stats(),
                              device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
 
     def maybe_publish_status(self) -> None:
@@ -259,30 +259,38 @@ class Segmenter:
             self.publisher.publish(self.status_message())
 
 
-def gpu_memory() -> dict | None:
+def gpu_memory(device: str) -> dict | None:
+    """Memory counters of the GPU the engine runs on (`cuda:N`); None when it runs on the CPU."""
+    if not device.startswith("cuda"):
+        return None
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    return {"allocated_bytes": torch.cuda.memory_allocated(), "peak_bytes": torch.cuda.max_memory_allocated(),
-            "reserved_bytes": torch.cuda.memory_reserved()}
+    return {"allocated_bytes": torch.cuda.memory_allocated(device), "peak_bytes": torch.cuda.max_memory_allocated(device),
+            "reserved_bytes": torch.cuda.memory_reserved(device)}
 
 
 def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPredictor], str]:
-    """One model shared by one StreamingPredictor per camera."""
+    """One model shared by one StreamingPredictor per camera, on the configured device and precision."""
+    import torch
+
     from rtseg.engine.build import build_sam2_video_model, resolve_device
     from rtseg.engine.models import model_spec
+    from rtseg.engine.precision import choose_precision
 
     device = resolve_device(cfg.model.device)
+    if device.type == "cuda":  # before building: sam2's caches and CUDA streams land on the current GPU
+        torch.cuda.set_device(device)
     model = build_sam2_video_model(model_spec(cfg.model.name), None if checkpoint is None else Path(checkpoint),
-                                   device, cfg.model.image_size)
+                                   device, cfg.model.image_size, fill_holes=cfg.engine.fill_holes)
+    precision = choose_precision(cfg.engine.precision, device)
     if device.type == "cpu" and model.image_size > 512:
         log.warning("SAM 2 at image_size %d on the CPU takes seconds per frame; for a quick look set "
                     "model.image_size: 256 (configs/demo-cpu.yaml), for real use run on a GPU", model.image_size)
     preds = {
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
-                                   history=cfg.segmenter.recent_frames, compile=cfg.engine.compile,
-                                   objects=cfg.engine.object_capacity, prompts=cfg.engine.prompt_capacity)
+                                   history=cfg.segmenter.recent_frames, precision=precision,
+                                   compile=cfg.engine.compile, objects=cfg.engine.object_capacity,
+                                   prompts=cfg.engine.prompt_capacity)
         for cam in cfg.cameras
     }
     return preds, str(device)
@@ -322,18 +330,16 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
                   heartbeat: Any = None) -> None:
+    from rtseg.engine.build import DeviceError
     from rtseg.engine.checkpoints import CheckpointError
+    from rtseg.engine.precision import PrecisionError
     from rtseg.ring import RingReader
     from rtseg.security import CurveServer
 
     try:
         predictors, device = build_predictors(cfg, checkpoint)
-    except CheckpointError as e:
+    except (CheckpointError, DeviceError, PrecisionError) as e:  # a device torch cannot use, a bad checkpoint
         raise FatalError(str(e)) from None
-    except RuntimeError as e:
-        if "CUDA" not in str(e):
-            raise
-        raise FatalError(str(e)) from None  # device: cuda on a machine without one
     consumer = cfg.segmenter.frame_policy == "every"  # a paced capture waits for this reader
     readers = {cam: RingReader(name, wait_s=30.0, consumer=consumer) for cam, name in ring_names.items()}
     curve = CurveServer.from_config(cfg.security)
@@ -345,15 +351,19 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     except OSError as e:  # an endpoint in use: a restart will not free it
         raise FatalError(str(e)) from None
     log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
+    # one autocast context for the loop's life (prompts are applied in this thread too): its
+    # cache of low-precision weights then lives as long as the loop, not one frame
+    precision = next(iter(predictors.values())).precision
     try:
-        if consumer:
-            wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
-        while not stop_event.is_set():
-            if heartbeat is not None:
-                heartbeat.value = time.time()
-            processed = seg.step(timeout_s=0.02)
-            control.poll_once(0 if processed else 5)
-            seg.maybe_publish_status()
+        with precision.autocast():
+            if consumer:
+                wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
+            while not stop_event.is_set():
+                if heartbeat is not None:
+                    heartbeat.value = time.time()
+                processed = seg.step(timeout_s=0.02)
+                control.poll_once(0 if processed else 5)
+                seg.maybe_publish_status()
     finally:
         control.close()
         publisher.close()
