@@ -291,7 +291,8 @@ class OfficialRun:
         frame = self.clip.frame(i)  # decoding is not the predictor's work
         t0 = self.clock()
         for state, frames in zip(self.states, self.frames):
-            state["images"][i] = self._load(frame, state)  # the frame as init_state would have loaded it
+            with torch.inference_mode():  # init_state made the images under inference mode
+                state["images"][i] = self._load(frame, state)  # the frame as init_state would have loaded it
             frame_idx, _, logits = next(frames)
             _host_masks(logits)
             assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
