@@ -177,14 +177,11 @@ def unpack(buf: np.ndarray, n: int, height: int, width: int, logits: bool):
     return masks, boxes, scores, full
 
 
-_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
 def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """[N, P] bool -> [N, ceil(P/8)] uint8, little bit order (numpy's unpackbits(bitorder='little'))."""
     n, p = bits.shape
     padded = F.pad(bits.to(torch.uint8), (0, (-p) % 8)).reshape(n, -1, 8)
-    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
+    weights = torch.bitwise_left_shift(1, torch.arange(8, device=bits.device)).to(torch.uint8)  # no host copy
     return (padded * weights).sum(dim=-1, dtype=torch.uint8)
 
 
