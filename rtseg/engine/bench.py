@@ -166,8 +166,9 @@ def _official_state_nbytes(state: dict) -> int:
     return total
 
 
-def _host_copy(logits: torch.Tensor) -> np.ndarray:
-    return logits.float().cpu().numpy()
+def _host_copy(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mask logits and masks on the host, as rtseg's FrameResult holds them."""
+    return logits.float().cpu().numpy(), (logits > 0).cpu().numpy()
 
 
 # ----------------------------------------------------------------------- clip
@@ -275,7 +276,6 @@ class OfficialRun:
         self.state["images"][i] = self._load(frame)  # the frame as init_state would have loaded it
         frame_idx, _, logits = next(self.frames)
         _host_copy(logits)
-        (logits > 0).cpu().numpy()
         self.latencies_ms.append(1000 * (self.clock() - t0))
         assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
 
