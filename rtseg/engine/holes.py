@@ -68,9 +68,14 @@ def small_components(fg: torch.Tensor, max_area: int) -> torch.Tensor:
     h, w = fg.shape[-2:]
     if h * w >= 1 << 24:
         raise ValueError(f"mask of {h}x{w} pixels is too large for exact float32 labels")
-    x = fg.reshape(-1, 1, h, w)
+    with torch.autocast(fg.device.type, enabled=False):  # labels must stay exact float32 integers
+        return _small_components(fg.reshape(-1, 1, h, w), max_area).view(fg.shape)
+
+
+def _small_components(x: torch.Tensor, max_area: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
     none = float(h * w)  # the label of non-component pixels, one past the last pixel index
-    index = torch.arange(h * w, device=fg.device, dtype=torch.float32).view(1, 1, h, w)
+    index = torch.arange(h * w, device=x.device, dtype=torch.float32).view(1, 1, h, w)
     labels = torch.where(x, index, none)
     for _ in range(max_area - 1):
         labels = torch.where(x, _min3x3(labels), none)
@@ -78,11 +83,10 @@ def small_components(fg: torch.Tensor, max_area: int) -> torch.Tensor:
     highest = F.max_pool2d(torch.where(x, labels, -1.0), 3, stride=1, padding=1)
     open_edge = x & ((lowest != labels) | (highest != labels))
     flat = labels.view(x.shape[0], h * w).long()
-    bins = torch.zeros(x.shape[0], h * w + 1, device=fg.device, dtype=torch.float32)
+    bins = torch.zeros(x.shape[0], h * w + 1, device=x.device, dtype=torch.float32)
     area = bins.scatter_add(1, flat, torch.ones_like(labels).view_as(flat)).gather(1, flat)
     opened = bins.scatter_add(1, flat, open_edge.float().view_as(flat)).gather(1, flat)
-    small = x.view_as(flat) & (area <= max_area) & (opened == 0)
-    return small.view(fg.shape)
+    return x.view_as(flat) & (area <= max_area) & (opened == 0)
 
 
 def _min3x3(labels: torch.Tensor) -> torch.Tensor:

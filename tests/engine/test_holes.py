@@ -146,3 +146,29 @@ def test_random_masks_equal_the_definition():
         for area in (1, 8, 9):
             got = holes.fill_holes_in_mask_scores(torch.from_numpy(m), area).numpy()
             np.testing.assert_array_equal(got, reference_fill(m, area))
+
+
+def random_logits(seed: int, n: int = 4, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((n, 1, size, size)) < 0.7, 1.5, -0.5).astype(np.float32)
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_torch_filling_equals_the_definition():
+    for seed in range(5):
+        m = random_logits(seed)
+        got = holes.small_components(torch.from_numpy(m).cuda() <= 0, 8)
+        filled_cuda = torch.where(got, holes.FILL_SCORE, torch.from_numpy(m).cuda()).cpu().numpy()
+        np.testing.assert_array_equal(filled_cuda, reference_fill(m, 8))
+
+
+@pytest.mark.cuda(sam2_extension=True)
+def test_on_cuda_sam2s_extension_and_the_torch_filling_agree():
+    from sam2.utils.misc import fill_holes_in_mask_scores as sam2_fill
+
+    assert holes.backend(torch.device("cuda")) == "sam2-extension"
+    for seed in range(5):
+        m = torch.from_numpy(random_logits(seed, size=256)).cuda()
+        ours = torch.where(holes.small_components(m <= 0, 8), holes.FILL_SCORE, m)
+        torch.testing.assert_close(sam2_fill(m, 8), ours, rtol=0, atol=0)
+        torch.testing.assert_close(holes.fill_holes_in_mask_scores(m, 8), ours, rtol=0, atol=0)
