@@ -166,8 +166,11 @@ class StreamingPredictor:
         if not recs:
             return _empty_result(t, held, logits)
         self._t.fill_(t)
-        slots = self.memory.t if self.compile != "off" else self.memory.t.rows(0, len(recs))
-        buf = self._frame_step(feats, self._t, slots, held.height, held.width, logits)
+        if self.compile != "off":  # static shapes: every object slot, the whole memory window
+            slots, span = self.memory.t, None
+        else:  # the used slots; frames before the oldest object's first prompt hold nothing for anyone
+            slots, span = self.memory.t.rows(0, len(recs)), t - min(r.init_frame for r in recs)
+        buf = self._frame_step(feats, self._t, slots, held.height, held.width, logits, span)
         n = slots.cond_frame.shape[0]
         masks, boxes, scores, full = unpack(buf.cpu().numpy(), n, held.height, held.width, logits)
         rows = [r.slot for r in recs]

@@ -71,18 +71,21 @@ def _window(t: torch.Tensor, n: int, ring: int) -> tuple[torch.Tensor, torch.Ten
     return frames, frames % ring
 
 
-def memory_of(model, c: StepConstants, s: SlotTensors, t: torch.Tensor):
-    """(memory, memory_pos, key_mask, n_ptr_tokens) of every object slot at frame t."""
+def memory_of(model, c: StepConstants, s: SlotTensors, t: torch.Tensor, span: int | None = None):
+    """(memory, memory_pos, key_mask, n_ptr_tokens) of every object slot at frame t.
+
+    `span`: no object is older than that many frames, so older window slots are all empty and
+    left out (eager only: it changes the shapes; the compiled step always reads the whole window)."""
     n, k, hw, d = s.cond_mem.shape
     tpos = model.maskmem_tpos_enc.reshape(-1, d)  # [num_maskmem, D]; index num_maskmem-1: prompted frames
-    wm = c.mem_frames
+    wm = c.mem_frames if span is None else max(1, min(c.mem_frames, span))
     frames, idx = _window(t, wm, s.mem.shape[1])
     mem = torch.cat([s.cond_mem, s.mem[:, idx]], dim=1).float().reshape(n, -1, d)
-    enc = torch.cat([tpos[wm:].expand(k, d), tpos[:wm].flip(0)])  # frame t-j uses tpos_enc[j-1]
+    enc = torch.cat([tpos[-1:].expand(k, d), tpos[:wm].flip(0)])  # prompted: the last; frame t-j: tpos_enc[j-1]
     mem_pos = (c.maskmem_pos_tokens[None] + enc[:, None]).reshape(1, -1, d).expand(n, -1, d)
     mem_valid = torch.cat([s.cond_frame > -1, s.mem_frame[:, idx] == frames], dim=1).repeat_interleave(hw, dim=1)
 
-    wp = c.ptr_frames
+    wp = c.ptr_frames if span is None else max(1, min(c.ptr_frames, span))
     pframes, pidx = _window(t, wp, s.ptr.shape[1])
     ptr = torch.cat([s.cond_ptr, s.ptr[:, pidx]], dim=1)  # [N, P, C]
     cond_valid = s.cond_frame > -1
@@ -110,12 +113,12 @@ def _pointer_pos(model, dist: torch.Tensor, d: int) -> torch.Tensor:
     return model.obj_ptr_tpos_proj(get_1d_sine_pe(dist / t_diff_max, dim=dim))
 
 
-def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: SlotTensors):
+def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: SlotTensors, span: int | None = None):
     """One frame for every object slot in `s`; returns (low-res logits [N,1,s/4,s/4], scores [N,1])."""
     vision_feats, vision_pos, feat_sizes = feats
     n = s.cond_frame.shape[0]
     hw, ch = vision_feats[-1].shape[0], vision_feats[-1].shape[2]
-    memory, memory_pos, key_mask, n_ptr = memory_of(model, c, s, t)
+    memory, memory_pos, key_mask, n_ptr = memory_of(model, c, s, t, span)
     curr = vision_feats[-1].transpose(0, 1).expand(n, hw, ch)
     curr_pos = vision_pos[-1].transpose(0, 1).expand(n, hw, ch)
     out = masked_memory_attention(model.memory_attention, curr, curr_pos, memory, memory_pos, key_mask, n_ptr, c.rope)
@@ -202,7 +205,7 @@ COMPILE_MODES = ("off", "default", "graphs")
 
 def make_frame_step(model, consts: StepConstants, mode: str, device: torch.device, *, chunk: int | None = None,
                     backend=None):
-    """frame_step(feats, t, slots, height, width, logits) -> packed results; compiled unless mode is "off".
+    """frame_step(feats, t, slots, height, width, logits, span) -> packed results; compiled unless mode is "off".
 
     The objects go through the model `chunk` at a time (None: all at once). "graphs" captures
     CUDA graphs (`mode="reduce-overhead"`); on the CPU it is "default". `backend` (tests):
@@ -210,10 +213,12 @@ def make_frame_step(model, consts: StepConstants, mode: str, device: torch.devic
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode {mode!r}: choose one of {', '.join(COMPILE_MODES)}")
 
-    def frame_step(feats, t, slots: SlotTensors, height: int, width: int, logits: bool) -> torch.Tensor:
+    def frame_step(feats, t, slots: SlotTensors, height: int, width: int, logits: bool,
+                   span: int | None = None) -> torch.Tensor:
         n = slots.cond_frame.shape[0]
         size = chunk or n
-        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n))) for a in range(0, n, size)]
+        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n)), span)
+                for a in range(0, n, size)]
         low_res = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]
         scores = torch.cat([o[1] for o in outs]) if len(outs) > 1 else outs[0][1]
         return render(low_res, scores, height, width, logits)
