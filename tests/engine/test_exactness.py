@@ -166,7 +166,7 @@ def test_script_covers_what_it_claims():
     assert kinds == {"points", "box", "mask"}
 
 
-@pytest.mark.timeout(1200)  # ~2 min on two idle cores; several times that on a shared machine
+@pytest.mark.timeout(3000)  # a few minutes on two idle cores; 20-40 min on a loaded shared machine
 def test_batched_cameras_and_objects_equal_official_propagation(checkpoint, clips, official_logits, monkeypatch):
     filled = []  # pixels each call of the hole filling changed: the comparison covers filling only if > 0
     fill = holes.fill_holes_in_mask_scores
@@ -190,7 +190,7 @@ def test_batched_cameras_and_objects_equal_official_propagation(checkpoint, clip
     print(f"max |Δlogit| over every object and frame: {worst:.2e}")
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(3000)
 def test_comparison_detects_a_short_pointer_window(checkpoint, clips, official_logits):
     """The forks' 8-frame pointer window is measurably not SAM 2: this suite would catch it."""
     ours = run_streaming(checkpoint, clips, ptr_window=8)
