@@ -168,8 +168,8 @@ class StreamingPredictor:
         self._t.fill_(t)
         if self.compile != "off":  # static shapes: every object slot, the whole memory window
             slots, span = self.memory.t, None
-        else:  # the used slots; frames before the oldest object's first prompt hold nothing for anyone
-            slots, span = self.memory.t.rows(0, len(recs)), t - min(r.init_frame for r in recs)
+        else:  # the used slots; tracked frames begin after the oldest object's first prompt
+            slots, span = self.memory.t.rows(0, len(recs)), t - 1 - min(r.init_frame for r in recs)
         buf = self._frame_step(feats, self._t, slots, held.height, held.width, logits, span)
         n = slots.cond_frame.shape[0]
         masks, boxes, scores, full = unpack(buf.cpu().numpy(), n, held.height, held.width, logits)

@@ -74,18 +74,18 @@ def _window(t: torch.Tensor, n: int, ring: int) -> tuple[torch.Tensor, torch.Ten
 def memory_of(model, c: StepConstants, s: SlotTensors, t: torch.Tensor, span: int | None = None):
     """(memory, memory_pos, key_mask, n_ptr_tokens) of every object slot at frame t.
 
-    `span`: no object is older than that many frames, so older window slots are all empty and
-    left out (eager only: it changes the shapes; the compiled step always reads the whole window)."""
+    `span`: no object has tracked frames older than t - span, so older window slots are all
+    empty and left out (eager only: it changes the shapes; the compiled step reads the whole window)."""
     n, k, hw, d = s.cond_mem.shape
     tpos = model.maskmem_tpos_enc.reshape(-1, d)  # [num_maskmem, D]; index num_maskmem-1: prompted frames
-    wm = c.mem_frames if span is None else max(1, min(c.mem_frames, span))
+    wm = c.mem_frames if span is None else max(0, min(c.mem_frames, span))
     frames, idx = _window(t, wm, s.mem.shape[1])
     mem = torch.cat([s.cond_mem, s.mem[:, idx]], dim=1).float().reshape(n, -1, d)
     enc = torch.cat([tpos[-1:].expand(k, d), tpos[:wm].flip(0)])  # prompted: the last; frame t-j: tpos_enc[j-1]
     mem_pos = (c.maskmem_pos_tokens[None] + enc[:, None]).reshape(1, -1, d).expand(n, -1, d)
     mem_valid = torch.cat([s.cond_frame > -1, s.mem_frame[:, idx] == frames], dim=1).repeat_interleave(hw, dim=1)
 
-    wp = c.ptr_frames if span is None else max(1, min(c.ptr_frames, span))
+    wp = c.ptr_frames if span is None else max(0, min(c.ptr_frames, span))
     pframes, pidx = _window(t, wp, s.ptr.shape[1])
     ptr = torch.cat([s.cond_ptr, s.ptr[:, pidx]], dim=1)  # [N, P, C]
     cond_valid = s.cond_frame > -1
