@@ -363,8 +363,8 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
 
     def runs(clip_: Clip, objects: int, cameras: int) -> list:
         # capacity = the object count: the step does no padding work
-        preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision)
-                 for _ in range(cameras)]
+        preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision,
+                                    chunk=args.chunk) for _ in range(cameras)]
         return [RtsegRun(preds, clip_, objects, device), OfficialRun(official, clip_, objects, device, cameras)]
 
     with holes.official_predictor_fills_everywhere():
