@@ -37,7 +37,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python tools/bench_engine.py
+	$(BIN)/rtseg bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -145,7 +145,20 @@ class RecorderConfig(StrictModel):
     retention_gb: float | None = Field(default=None, gt=0)
     retention_hours: float | None = Field(default=None, gt=0)
     video: Literal["none", "raw", "overlay"] = "none"  # MP4 per segment from the frame topic
+    frames: bool = False  # record the frame topic even without MP4 (video raw/overlay records it anyway)
+    foxglove: bool = True  # also write Foxglove channels (CompressedImage, ImageAnnotations, JSON) per record
     fsync_interval_s: float = Field(default=1.0, ge=0)  # power loss loses at most this much; 0: every record
+
+
+class FoxgloveConfig(StrictModel):
+    """The live Foxglove WebSocket server `rtseg run` starts as its `foxglove` child."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # 0.0.0.0: every interface (Foxglove has no authentication: trusted networks only)
+    port: int = Field(default=8765, ge=0, le=65535)
+    frames: Literal["ring", "topic"] = "ring"  # ring: the cameras' shared memory; topic: network.frame_topic
+    fps: float = Field(default=10.0, gt=0, le=120)  # ring frames sent per second and camera, at most
+    quality: int = Field(default=80, ge=1, le=100)  # JPEG quality of ring frames
 
 
 class SupervisorConfig(StrictModel):
@@ -168,6 +181,7 @@ class Config(StrictModel):
     security: SecurityConfig = SecurityConfig()
     viewer: ViewerConfig = ViewerConfig()
     recorder: RecorderConfig = RecorderConfig()
+    foxglove: FoxgloveConfig = FoxgloveConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -177,6 +191,15 @@ class Config(StrictModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        return self
+
+    @model_validator(mode="after")
+    def _video_needs_frames(self) -> Config:
+        rec = self.recorder
+        if (rec.video != "none" or rec.frames) and not self.network.frame_topic.enabled:
+            what = f"recorder.video is {rec.video!r}" if rec.video != "none" else "recorder.frames is on"
+            raise ValueError(f"{what} but the segmenter publishes no frames: set network.frame_topic.enabled: true, "
+                             "or recorder.video: none and recorder.frames: false")
         return self
 
 

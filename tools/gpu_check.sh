@@ -178,7 +178,7 @@ if ((run_bench)); then
     args=(--device "$device" --models "$m" --objects "$objects" --frames "$frames" --warmup "$warmup"
           --source-size "$source_size" --json "$out/bench-$m.json")
     if [[ -n $image_size ]]; then args+=(--image-size "$image_size"); fi
-    step "bench-$m" "$py" tools/bench_engine.py "${args[@]}"
+    step "bench-$m" "$py" -m rtseg.cli bench "${args[@]}"
   done
 fi
 

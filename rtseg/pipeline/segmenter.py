@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import Config
-from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
+from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
+                                    prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.pipeline.prompt_log import PromptLog
 from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
@@ -178,6 +179,7 @@ class Segmenter:
         pipe = self.cams[camera]
         if pipe.latest_frame is None:
             raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        check_frame_index(camera, frame_index, pipe.latest_frame.index)
         result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
                                            **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)

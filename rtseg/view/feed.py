@@ -71,6 +71,7 @@ class View:
     frame: np.ndarray
     objects: tuple[DecodedObject, ...]
     selected: int | None = None
+    capture_wall_ns: int | None = None  # the shown frame's (or, on the canvas, the masks') capture wall clock
 
     @property
     def width(self) -> int:
@@ -454,5 +455,6 @@ class Feed:
         else:
             base = blank_canvas(masks.message.width, masks.message.height)  # type: ignore[union-attr]
         image = draw_overlay(base, objects, self.style, selected) if objects else base
+        wall_ns = frame.capture_wall_ns if frame is not None else masks.message.capture_wall_ns  # type: ignore[union-attr]
         return View(0, None if frame is None else frame.index, None if masks is None else masks.index,
-                    frame is not None and masks is not None, image, base, tuple(objects), selected)
+                    frame is not None and masks is not None, image, base, tuple(objects), selected, wall_ns)

@@ -56,19 +56,14 @@ def connectable(endpoint: str) -> str:
 
 
 def _curve_client(client_key: Path | None, server_key: Path | None, curve_required: bool) -> Any:
-    if client_key is None and server_key is None:
-        if curve_required:
-            raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
-                              "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
-                              "create them with `rtseg keys`)")
-        return None
-    if client_key is None or server_key is None:
-        raise ViewerError("CURVE needs both a client secret key and the server's public key "
-                          f"(got client key {client_key}, server key {server_key})")
+    if client_key is None and server_key is None and curve_required:
+        raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
+                          "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
+                          "create them with `rtseg keys`)")
     from rtseg.security import CurveClient, CurveKeyError
 
     try:
-        return CurveClient.from_files(client_key, server_key)
+        return CurveClient.from_options(client_key, server_key)
     except (CurveKeyError, OSError) as e:
         raise ViewerError(f"cannot load CURVE keys: {e}") from None
 
@@ -224,8 +219,9 @@ def release_qt() -> None:
 
 def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None = None,
                heartbeat: Any = None) -> int:
-    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 5 times
-    a second); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
+    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 20 times
+    a second: a signal handler runs only between Python calls, so this also bounds how long
+    Ctrl-C or SIGTERM waits); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
     from pyqtgraph.Qt import QtCore, QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], "-name", "rtseg"])
@@ -245,7 +241,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
     beat()
     timer = QtCore.QTimer()
     timer.timeout.connect(beat)
-    timer.start(200)
+    timer.start(50)
     app.exec()
     timer.stop()
     return EXIT_OK
@@ -253,7 +249,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
 
 def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
     """Entry point of the viewer process of `rtseg run`: beats `heartbeat` (time.time(),
-    five times a second), closes when `stop_event` is set, exits 0 when the window closes
+    20 times a second), closes when `stop_event` is set, exits 0 when the window closes
     (the supervisor then stops the pipeline) and 2 when it cannot start."""
     setup_child_logging(log_queue, cfg.log_level)
     terminated = threading.Event()

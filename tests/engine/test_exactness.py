@@ -16,7 +16,7 @@ from rtseg.engine import holes
 from tests.helpers.engine import make_clip, write_test_checkpoint
 from tests.helpers.exactness import IMAGE_SIZE, N_FRAMES, PROMPTS, compare, run_official, run_streaming
 
-TOL = 1e-4  # DESIGN.md: float32 noise is ~5e-7; a pointer window of 8 instead of 16 shows as ~9e-4
+TOL = 1e-4  # CPU float32 noise is ~5e-7 (1 vs 2 threads); a pointer window of 8 instead of 16 shows as ~9e-4
 
 
 @pytest.fixture(scope="module")
