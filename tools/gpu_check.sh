@@ -9,7 +9,8 @@
 #
 # Writes into the output folder (--out, default $OUT): gpu_check.json (settings, environment,
 # every step's exit status and seconds, test counts, bench results; tools/gpu_check_report.py),
-# gpu_check.log (everything printed), cuda-tests.xml (JUnit), bench-<model>.json per model and
+# gpu_check.log (everything printed), cuda-tests.xml (JUnit), bench-<model>-<objects>.json per
+# bench run (each written as soon as it ends, so a run cut by the budget loses only itself) and
 # sam2_ext.log when sam2's extension was built. Exit status 1 when a step failed, 2 on bad arguments.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ usage: tools/gpu_check.sh [options]
   --install auto|yes|no    source .device-wheels/install.sh (auto: when rtseg's dependencies are missing)
   --no-tests               skip the cuda-marked tests
   --no-bench               skip the bench
-  --budget S               seconds for the whole check; a step gets what is left (default: 450)
+  --budget S               seconds for the whole check; a step gets what is left (default: 450; cpu: 1800)
   --plan                   print the resolved settings as JSON and exit
   -h, --help               this text
 USAGE
@@ -44,7 +45,7 @@ need_value() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value"; }
 is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 
 device=cuda out=${OUT:-gpu-check-out} models=sam2.1_hiera_t,sam2.1_hiera_l
-objects="" frames="" warmup="" source_size="" image_size="" budget=450
+objects="" frames="" warmup="" source_size="" image_size="" budget=""
 install=auto run_tests=1 run_bench=1 plan=0
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -67,8 +68,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 case $device in
-  cuda) : "${objects:=1,4}" "${frames:=300}" "${warmup:=10}" "${source_size:=1920x1080}" ;;
-  cpu) : "${objects:=1}" "${frames:=4}" "${warmup:=1}" "${source_size:=320x240}" "${image_size:=256}" ;;
+  cuda) : "${objects:=1,4}" "${frames:=300}" "${warmup:=10}" "${source_size:=1920x1080}" "${budget:=450}" ;;
+  cpu) : "${objects:=1}" "${frames:=4}" "${warmup:=1}" "${source_size:=320x240}" "${image_size:=256}" "${budget:=1800}" ;;
   *) die "--device must be cuda or cpu, got '$device'" ;;
 esac
 [[ $objects =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--objects must be counts like 1,4, got '$objects'"
@@ -174,11 +175,14 @@ fi
 
 if ((run_bench)); then
   IFS=, read -r -a model_list <<<"$models"
+  IFS=, read -r -a object_counts <<<"$objects"
   for m in "${model_list[@]}"; do
-    args=(--device "$device" --models "$m" --objects "$objects" --frames "$frames" --warmup "$warmup"
-          --source-size "$source_size" --json "$out/bench-$m.json")
-    if [[ -n $image_size ]]; then args+=(--image-size "$image_size"); fi
-    step "bench-$m" "$py" -m rtseg.cli bench "${args[@]}"
+    for n in "${object_counts[@]}"; do
+      args=(--device "$device" --models "$m" --objects "$n" --frames "$frames" --warmup "$warmup"
+            --source-size "$source_size" --json "$out/bench-$m-$n.json")
+      if [[ -n $image_size ]]; then args+=(--image-size "$image_size"); fi
+      step "bench-$m-$n" "$py" -m rtseg.cli bench "${args[@]}"
+    done
   done
 fi
 

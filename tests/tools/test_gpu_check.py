@@ -41,6 +41,7 @@ def test_the_gpu_defaults_are_the_issues_check():
 def test_cpu_is_a_dry_run_with_tiny_defaults_that_options_override():
     p = plan("--device", "cpu")
     assert (p["objects"], p["frames"], p["warmup"], p["source_size"], p["image_size"]) == ([1], 4, 1, "320x240", 256)
+    assert p["budget_s"] == 1800
     p = plan("--device", "cpu", "--frames", "7", "--objects", "1,2", "--image-size", "128", "--no-tests",
              "--models", "sam2.1_hiera_s", "--out", "/tmp/x", "--budget", "60", "--install", "no")
     assert (p["frames"], p["objects"], p["image_size"], p["tests"], p["bench"]) == (7, [1, 2], 128, False, True)
@@ -125,10 +126,10 @@ def test_a_dry_run_on_the_cpu_end_to_end(tmp_path):
                      timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
-    assert report["ok"] and [s["name"] for s in report["steps"]] == ["environment", "bench-sam2.1_hiera_t"]
+    assert report["ok"] and [s["name"] for s in report["steps"]] == ["environment", "bench-sam2.1_hiera_t-1"]
     assert report["environment"]["hole_filling"]["cpu"] == "torch"
     assert sorted(b["predictor"] for b in report["bench"]) == ["official", "rtseg"]
     assert all(b["fps"] > 0 and b["image_size"] == 128 for b in report["bench"])
     log = (out / "gpu_check.log").read_text()
-    assert "=== bench-sam2.1_hiera_t" in log and "exit 0" in log
-    assert sorted(p.name for p in out.iterdir()) == ["bench-sam2.1_hiera_t.json", "gpu_check.json", "gpu_check.log"]
+    assert "=== bench-sam2.1_hiera_t-1" in log and "exit 0" in log
+    assert sorted(p.name for p in out.iterdir()) == ["bench-sam2.1_hiera_t-1.json", "gpu_check.json", "gpu_check.log"]
