@@ -42,7 +42,7 @@ class ModelConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
-    """How the engine computes (README, "Precision and hole filling")."""
+    """How the engine computes (README: "Device and precision", "Hole filling")."""
 
     # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on 7.x, else fp32; fp32 on the CPU
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

@@ -218,8 +218,9 @@ class Segmenter:
                 obj_ids=tuple(pipe.predictor.obj_ids),
                 source_state=source,
             )
-        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name), publisher=self.publisher.stats(),
-                             device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
+        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name),
+                             publisher=self.publisher.stats(), device=self.device_name,
+                             uptime_s=round(time.monotonic() - self._started, 3))
 
     def maybe_publish_status(self) -> None:
         now = time.monotonic()
@@ -234,7 +235,8 @@ def gpu_memory(device: str) -> dict | None:
         return None
     import torch
 
-    return {"allocated_bytes": torch.cuda.memory_allocated(device), "peak_bytes": torch.cuda.max_memory_allocated(device),
+    return {"allocated_bytes": torch.cuda.memory_allocated(device),
+            "peak_bytes": torch.cuda.max_memory_allocated(device),
             "reserved_bytes": torch.cuda.memory_reserved(device)}
 
 
