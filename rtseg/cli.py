@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("rtseg.commands.bench", "benchmark the streaming engine against the official predictor"),
     "validate-config": ("rtseg.commands.validate_config", "check a config file (bad key and line) and the sources, keys and checkpoint it names"),
     "download": ("rtseg.commands.download", "download official SAM 2.1 checkpoints"),
+    "cluster": ("rtseg.commands.cluster", "run a config's cameras across a Ray cluster; `cluster status`"),
 }
 
 

@@ -172,6 +172,25 @@ class SupervisorConfig(StrictModel):
     state_dir: Path = Path("runs")
 
 
+class ClusterConfig(StrictModel):
+    """`rtseg cluster`: cameras spread over the GPUs of a Ray cluster (docs/CLUSTER.md)."""
+
+    # what one segmenter (one GPU, or one `rtseg_segmenter` resource on a CPU node) carries,
+    # in camera weights; a camera weighs 1 unless `weights` says otherwise
+    cameras_per_segmenter: float = Field(default=4.0, gt=0)
+    weights: dict[str, float] = {}
+    # the directory's ZeroMQ front door on the head node (`locate`, docs/PROTOCOL.md)
+    directory: str = Field(default="tcp://0.0.0.0:5570", pattern=ENDPOINT)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w > 0}
+        if bad:
+            raise ValueError(f"camera weights must be > 0, got {bad}")
+        return v
+
+
 class Config(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
@@ -183,6 +202,7 @@ class Config(StrictModel):
     recorder: RecorderConfig = RecorderConfig()
     foxglove: FoxgloveConfig = FoxgloveConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    cluster: ClusterConfig = ClusterConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -191,6 +211,9 @@ class Config(StrictModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        unknown = sorted(set(self.cluster.weights) - set(ids))
+        if unknown:
+            raise ValueError(f"cluster.weights names unknown camera(s) {unknown}")
         return self
 
     @model_validator(mode="after")

@@ -18,9 +18,10 @@ FLOORS = {
     "rtseg.proc": 0, "rtseg.protocol": 0,
     "rtseg.engine.models": 0,  # the table of model names and files: plain data, config validates against it
     "rtseg.config": 1, "rtseg.security": 1,
-    "rtseg.client": 2, "rtseg.sources": 2,
+    "rtseg.client": 2, "rtseg.locate": 2, "rtseg.sources": 2,
     "rtseg.ring": 3, "rtseg.engine": 3,
     "rtseg.pipeline": 4, "rtseg.recording": 4, "rtseg.view": 4, "rtseg.bridges": 4,
+    "rtseg.cluster": 4,  # the pipeline's own parts as Ray actors across hosts
     "rtseg.commands": 5, "rtseg.cli": 6,
 }
 

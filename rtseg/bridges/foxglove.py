@@ -8,8 +8,11 @@ cameras without a ring. Frames of a camera whose shared-memory ring is given (sa
 read from the ring instead, at most `fps` a second, and JPEG-encoded only while a Foxglove
 client is subscribed to that camera's image. Emits: nothing on rtseg's sockets.
 
-The SDK keeps a bounded queue per Foxglove client and drops that client's oldest messages
-when it falls behind; the bridge's own ZeroMQ subscription drops at its high-water mark, so a
+The SDK server listens on a loopback port of its own; clients connect to a relay on `host:port`
+that accepts both names of the protocol, `foxglove.sdk.v1` and `foxglove.websocket.v1`
+(rtseg.bridges.foxglove_relay). The SDK keeps a bounded queue per Foxglove client and drops
+that client's oldest messages when it falls behind, the relay drops a client that takes
+nothing for 10 s, and the bridge's own ZeroMQ subscription drops at its high-water mark, so a
 slow Foxglove never slows the segmenter.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import cv2
 import numpy as np
 
 from rtseg.bridges.foxglove_messages import FoxgloveMessage, compressed_image, image_schema, image_topic, to_foxglove
+from rtseg.bridges.foxglove_relay import SubprotocolRelay
 from rtseg.client import FrameImage, Masks, Subscriber
 from rtseg.protocol import FRAME, MASKS, PROMPT, STATUS
 from rtseg.view.viewer import connectable
@@ -50,6 +54,7 @@ class FoxgloveBridge:
         self._channels: dict[str, Any] = {}
         self._counts: dict[str, int] = {"received": 0, "logged": 0, "ring_frames": 0, "mask_errors": 0}
         self._server: Any = None
+        self._relay: SubprotocolRelay | None = None
         self._context: Any = None
         need_topic_frames = cameras is None or any(c not in self.rings for c in cameras)
         topics = [MASKS, PROMPT, STATUS] + ([FRAME] if need_topic_frames else [])
@@ -66,10 +71,13 @@ class FoxgloveBridge:
         import foxglove
 
         self._context = foxglove.Context()
-        try:
-            self._server = foxglove.start_server(name=self.name, host=self.host, port=self.requested_port,
-                                                 context=self._context)
+        try:  # the SDK on a loopback port of its own; the relay on the public one, for both protocol names
+            self._server = foxglove.start_server(name=self.name, host="127.0.0.1", port=0, context=self._context)
+            self._relay = SubprotocolRelay(self._server.port, host=self.host, port=self.requested_port).start()
         except Exception as e:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
             self._subscriber.close()
             raise OSError(f"cannot serve Foxglove on {self.host}:{self.requested_port}: {e} (is the port in use? "
                           f"choose another with --port / foxglove.port)") from None
@@ -83,7 +91,7 @@ class FoxgloveBridge:
 
     @property
     def port(self) -> int:
-        return int(self._server.port) if self._server is not None else self.requested_port
+        return self._relay.port if self._relay is not None else self.requested_port
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
@@ -91,9 +99,12 @@ class FoxgloveBridge:
             if t.is_alive():
                 t.join(timeout_s)
         self._subscriber.close()
-        if self._server is not None:
+        if self._server is not None:  # first: its close frames reach the clients through the relay
             self._server.stop()
             self._server = None
+        if self._relay is not None:
+            self._relay.stop()
+            self._relay = None
 
     def __enter__(self) -> FoxgloveBridge:
         return self.start()

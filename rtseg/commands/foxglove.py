@@ -12,7 +12,9 @@ from rtseg.proc import EXIT_FATAL, EXIT_OK
 DESCRIPTION = f"""\
 Serve the masks (and video) of a running segmenter to Foxglove over its WebSocket protocol.
 Open Foxglove, "Open connection" -> Foxglove WebSocket -> ws://HOST:{DEFAULT_PORT}, and add an
-Image panel on /<camera>/image with /<camera>/masks ticked as annotations.
+Image panel on /<camera>/image with /<camera>/masks ticked as annotations. Clients speaking
+the protocol as foxglove.sdk.v1 (current Foxglove) or foxglove.websocket.v1 (older Foxglove
+Studio, Lichtblick, roslibjs-foxglove) are both served.
 
   rtseg foxglove configs/demo.yaml --ring auto      # same host as `rtseg run`: frames from shared memory
   rtseg foxglove --pub tcp://HOST:5555 --camera demo   # frames from the JPEG topic (network.frame_topic)

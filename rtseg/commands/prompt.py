@@ -26,6 +26,8 @@ examples:
   rtseg prompt --camera demo reset                 # drop every object of the camera
   rtseg prompt list                                # cameras, their objects and frame sizes
   rtseg prompt status
+  rtseg prompt --cluster tcp://HEAD:5570 --camera gate box 100,80,260,400 --obj 1
+                                                   # a camera of `rtseg cluster`, wherever it runs
 
 Coordinates are pixels of the camera's frame (x right, y down). --frame names the frame
 the user looked at; the reply's frame_index and applied_to ("requested" or "latest") say
@@ -76,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--endpoint", default=DEFAULT_CONTROL,
                         help=f"the segmenter's control socket (network.control; default {DEFAULT_CONTROL})")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help="a camera of `rtseg cluster`: ask its directory (tcp://HEAD:5570) where the camera "
+                             "runs, instead of --endpoint")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for the reply (default 30: a segmenter answers between frames, "
                              "and a frame can take seconds on a CPU)")
@@ -152,7 +157,8 @@ def main(args: argparse.Namespace) -> int:
     except CurveKeyError as e:
         print(f"rtseg prompt: {e}", file=sys.stderr)
         return 2
-    with Controller(args.endpoint, args.timeout, curve=curve) as ctl:
+    endpoint = None if args.cluster else args.endpoint
+    with Controller(endpoint, args.timeout, curve=curve, cluster=args.cluster) as ctl:
         try:
             reply = _request(ctl, args)
         except ControlError as e:

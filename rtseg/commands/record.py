@@ -23,6 +23,7 @@ examples:
   rtseg record configs/demo.yaml --video overlay     # also MP4s with the masks drawn
   rtseg record configs/demo.yaml --frames            # frames in the segments (Foxglove shows video)
   rtseg record --retention-gb 50 --retention-hours 24
+  rtseg record --cluster tcp://HEAD:5570 --camera gate   # a camera of `rtseg cluster`, wherever it runs
 
 A kill loses nothing that arrived: every record is written as it comes; closed segments are
 `.mcap` files, the open one is `.mcap.part` (readable by export/replay at any time).
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("config", nargs="?", help="YAML config: its recorder section and network.pub (optional)")
     parser.add_argument("--pub", help="endpoint to subscribe to (default: the config's network.pub)")
+    parser.add_argument("--cluster", metavar="ADDR", help="record cameras of `rtseg cluster` through its directory "
+                        "(tcp://HEAD:5570), following them when they move; instead of --pub")
     parser.add_argument("--dir", type=Path, help="recording folder (default: recorder.directory)")
     parser.add_argument("--segment-seconds", type=float, help="close a segment after this many seconds")
     parser.add_argument("--retention-gb", type=float, help="delete the oldest segments beyond this size")
@@ -81,4 +84,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
     stop = stop_on_signals()
-    return Recorder(rc, endpoint, cameras=args.cameras, video_fps=fps, curve=curve).run(stop.is_set)
+    return Recorder(rc, args.cluster or endpoint, cameras=args.cameras, video_fps=fps, curve=curve,
+                    cluster=bool(args.cluster)).run(stop.is_set)

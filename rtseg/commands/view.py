@@ -19,6 +19,7 @@ Live viewer: the camera with each object's mask, id and score; click to steer th
   rtseg view --config configs/demo.yaml --ring auto   # same host as `rtseg run`: frames from shared memory
   rtseg view --pub tcp://HOST:5555 --control tcp://HOST:5556 --camera demo
                                                       # another host: JPEG frames (network.frame_topic)
+  rtseg view --cluster tcp://HEAD:5570 --camera gate  # a camera of `rtseg cluster`, wherever it runs
 
 Mouse: left click = object point (selected object, or a new one), right click = background
 point (selected object), drag = box. Keys: N new object, Esc deselect, Delete remove the
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="take endpoints, camera and viewer settings from this YAML config")
     parser.add_argument("--pub", help=f"the segmenter's publisher (default: config's network.pub or {DEFAULT_PUB})")
     parser.add_argument("--control", help=f"the control socket (default: network.control or {DEFAULT_CONTROL})")
+    parser.add_argument("--cluster", metavar="ADDR", help="a camera of `rtseg cluster`: its directory "
+                        "(tcp://HEAD:5570) says where it runs, and the viewer follows it when it moves")
     parser.add_argument("--view-only", action="store_true", help="never send prompts")
     parser.add_argument("--camera", help="camera id (default: viewer.camera, the first camera, or the "
                                          "segmenter's only camera)")

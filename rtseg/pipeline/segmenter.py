@@ -298,7 +298,10 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                  heartbeat: Any = None) -> None:
+                  heartbeat: Any = None, *, prompt_log: Any = None, on_ready: Any = None) -> None:
+    """The segmenter's loop until stop_event is set. `prompt_log` replaces the state_dir's
+    prompts.jsonl (rtseg.cluster keeps it off the node); `on_ready(pub, control)` is called
+    with the endpoints really bound (":*" ports) once both sockets are up."""
     from rtseg.engine.build import DeviceError
     from rtseg.engine.checkpoints import CheckpointError
     from rtseg.engine.precision import PrecisionError
@@ -314,8 +317,9 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     curve = CurveServer.from_config(cfg.security)
     try:
         publisher = Publisher.from_config(cfg.network, curve=curve)
-        seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                        publisher, device)
+        if prompt_log is None:
+            prompt_log = PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl")
+        seg = Segmenter(cfg, predictors, readers, prompt_log, publisher, device)
         control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
     except OSError as e:  # an endpoint in use: a restart will not free it
         raise FatalError(str(e)) from None
@@ -325,6 +329,8 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     precision = next(iter(predictors.values())).precision
     try:
         with precision.autocast():
+            if on_ready is not None:
+                on_ready(publisher.endpoint, control.endpoint)
             if consumer:
                 wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
             while not stop_event.is_set():

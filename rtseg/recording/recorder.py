@@ -44,10 +44,12 @@ class Recorder:
     """Records what `endpoint` publishes into `config.directory`. `run()` returns the exit code."""
 
     def __init__(self, config: RecorderConfig, endpoint: str, *, cameras: list[str] | None = None,
-                 video_fps: float = 5.0, curve: Any = None, context: Any = None, silence_warning_s: float = 10.0):
+                 video_fps: float = 5.0, curve: Any = None, context: Any = None, silence_warning_s: float = 10.0,
+                 cluster: bool = False):
         self.config = config
         self.silence_warning_s = silence_warning_s  # warn when nothing arrived for this long
         self.endpoint = endpoint
+        self.cluster = cluster  # endpoint is the directory of `rtseg cluster`: follow the cameras
         self.cameras = cameras
         self.video_fps = video_fps
         self.curve = curve
@@ -199,8 +201,9 @@ class Recorder:
         try:
             beat()
             self._prepare(beat)
-            self._subscriber = Subscriber(self.endpoint, self.cameras, topics, decode_masks=False, rcvhwm=1000,
-                                          curve=self.curve, context=self.context)
+            self._subscriber = Subscriber(None if self.cluster else self.endpoint, self.cameras, topics,
+                                          decode_masks=False, rcvhwm=1000, curve=self.curve, context=self.context,
+                                          cluster=self.endpoint if self.cluster else None)
             log.info("recording %s from %s into %s (segments of %g s, video %s)", "/".join(topics),
                      self.endpoint, self.directory, self.config.segment_seconds, self.config.video)
             if frames:

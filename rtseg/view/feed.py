@@ -191,7 +191,7 @@ class Feed:
 
     def __init__(self, camera: str, pub: str, *, ring: str | None = None, frame_buffer: int = 30,
                  style: OverlayStyle = OverlayStyle(), curve: Any = None, context: zmq.Context | None = None,
-                 stale_s: float = 1.0) -> None:
+                 stale_s: float = 1.0, cluster: bool = False) -> None:
         self.camera = camera
         self.pub = pub
         self.ring = ring
@@ -220,8 +220,9 @@ class Feed:
         self._started_s = time.monotonic()
         topics = (MASKS, STATUS, PROMPT) if ring else (MASKS, STATUS, PROMPT, FRAME)
         # created here so that a bad endpoint fails in the caller; used only by the messages thread
-        self._subscriber = Subscriber(pub, cameras=[camera], topics=topics, curve=curve, decode_masks=False,
-                                      context=context)
+        # cluster: `pub` is the directory of `rtseg cluster`; the subscriber follows the camera
+        self._subscriber = Subscriber(None if cluster else pub, cameras=[camera], topics=topics, curve=curve,
+                                      decode_masks=False, context=context, cluster=pub if cluster else None)
         self._threads = [threading.Thread(target=self._guard, args=(self._messages_loop,), name="view-messages",
                                           daemon=True),
                          threading.Thread(target=self._guard, args=(self._compose_loop,), name="view-compose",

@@ -44,6 +44,7 @@ class ViewerOptions:
     fps: float = 30.0
     mask_alpha: float = 0.45
     curve: Any = None  # rtseg.security.CurveClient
+    cluster: bool = False  # pub and control are the directory of `rtseg cluster` (--cluster)
 
 
 def connectable(endpoint: str) -> str:
@@ -118,9 +119,12 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
             cfg = load_config(args.config)
         except ConfigError as e:
             raise ViewerError(f"invalid config:\n{e}") from None
-    pub = args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
-    control = None if args.view_only else (args.control or (connectable(cfg.network.control) if cfg else
-                                                             DEFAULT_CONTROL))
+    cluster = getattr(args, "cluster", None)
+    pub = cluster or args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
+    control = None if args.view_only else (cluster or args.control or (
+        connectable(cfg.network.control) if cfg else DEFAULT_CONTROL))
+    if cluster and not (args.camera or cfg):
+        raise ViewerError("--cluster needs --camera (see `rtseg cluster status`)")
     v = cfg.viewer if cfg else None
     curve = _curve_client(args.client_key or (v.client_key if v else None),
                           args.server_key or (v.server_key if v else None), bool(cfg and cfg.security.curve))
@@ -153,7 +157,7 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
     if fps <= 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
     return ViewerOptions(camera=camera, pub=pub, control=control, ring=ring, frame_buffer=frame_buffer, fps=fps,
-                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve)
+                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve, cluster=bool(cluster))
 
 
 def _ask_camera(control: str | None, curve: Any) -> str:
@@ -189,10 +193,11 @@ def build_viewer(options: ViewerOptions, context: Any = None) -> Any:
 
     guard_bool_refcounts()  # PySide6 6.12.0 + Python 3.11 would abort after a few thousand signals
     feed = Feed(options.camera, options.pub, ring=options.ring, frame_buffer=options.frame_buffer,
-                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context).start()
+                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context,
+                cluster=options.cluster).start()
     sender = None
     if options.control:
-        sender = PromptSender(options.control, curve=options.curve, context=context).start()
+        sender = PromptSender(options.control, curve=options.curve, context=context, cluster=options.cluster).start()
     label = f"ring {options.ring}" if options.ring else f"JPEG frames from {options.pub}"
     return ViewerWindow(feed, sender, options.camera, fps=options.fps, source_label=label)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 import cv2
@@ -25,10 +26,15 @@ from tests.helpers.scene import SceneThread
 H, W = 96, 128  # the `publishing` fixture's frame size (conftest.py)
 
 
-def test_foxglove_client_sees_video_masks_events_and_status(publishing):
+@pytest.mark.parametrize(("offered", "answered"), [
+    (["foxglove.websocket.v1"], "foxglove.websocket.v1"),  # older Foxglove Studio, Lichtblick, roslibjs-foxglove
+    (["foxglove.sdk.v1"], "foxglove.sdk.v1"),  # current Foxglove
+    (["foxglove.websocket.v1", "foxglove.sdk.v1"], "foxglove.sdk.v1"),  # both offered: the SDK's name
+])
+def test_foxglove_client_sees_video_masks_events_and_status(publishing, offered, answered):
     with FoxgloveBridge(publishing.endpoint, cameras=["cam"], port=0) as bridge:
-        with FoxgloveClient(f"ws://127.0.0.1:{bridge.port}") as client:
-            assert client.subprotocol == "foxglove.sdk.v1"
+        with FoxgloveClient(f"ws://127.0.0.1:{bridge.port}", subprotocols=offered) as client:
+            assert client.subprotocol == answered
             got = client.collect({"/cam/masks": 5, "/cam/image": 5, "/cam/events": 1, "/rtseg/status": 1},
                                  timeout=15)
             assert client.server_info["name"] == "rtseg"
@@ -61,12 +67,17 @@ def test_foxglove_client_sees_video_masks_events_and_status(publishing):
     assert client.decode("/rtseg/status", got["/rtseg/status"][0])["device"] == "cpu"
 
 
-def test_old_protocol_name_alone_is_refused(publishing):
-    """The SDK speaks `foxglove.sdk.v1` (the renamed foxglove.websocket.v1); a client that
-    offers only the old name is refused at the handshake, not left hanging."""
+def test_a_client_offering_another_protocol_is_refused(publishing):
+    """Only the two names of the Foxglove protocol are served: another subprotocol, or none
+    (a plain HTTP request), is refused at the handshake with 400, not left hanging."""
     with FoxgloveBridge(publishing.endpoint, cameras=["cam"], port=0) as bridge:
-        with pytest.raises(InvalidStatus):
-            FoxgloveClient(f"ws://127.0.0.1:{bridge.port}", subprotocols=["foxglove.websocket.v1"])
+        with pytest.raises(InvalidStatus) as refused:
+            FoxgloveClient(f"ws://127.0.0.1:{bridge.port}", subprotocols=["foxglove.websocket.v2"])
+        assert refused.value.response.status_code == 400
+        http = HTTPConnection("127.0.0.1", bridge.port, timeout=5)
+        http.request("GET", "/")
+        assert http.getresponse().status == 400
+        http.close()
 
 
 def test_a_port_in_use_is_an_error_that_names_it():

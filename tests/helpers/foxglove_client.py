@@ -26,8 +26,9 @@ def message_class(schema_name: str, schema_b64: str) -> Any:
 
 
 class FoxgloveClient:
-    def __init__(self, url: str, subprotocols: list[str] | None = None, timeout: float = 5.0):
-        self._connection = connect(url, subprotocols=subprotocols or SUBPROTOCOLS, open_timeout=timeout)
+    def __init__(self, url: str, subprotocols: list[str] | None = None, timeout: float = 5.0, **options: Any):
+        """`options` go to websockets' `connect` (e.g. `sock`, `max_queue`)."""
+        self._connection = connect(url, subprotocols=subprotocols or SUBPROTOCOLS, open_timeout=timeout, **options)
         self.ws = self._connection.__enter__()
         self.subprotocol = self.ws.subprotocol
         self.server_info: dict | None = None
