@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) $(TORCH_PINS)
 	# sam2's sdist builds against the installed torch; its CUDA extension only on request
 	$(BIN)/python -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=$(SAM2_BUILD_CUDA) $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,cluster]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -37,7 +37,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python tools/bench_engine.py
+	$(BIN)/rtseg bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -14,11 +14,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "record": ("rtseg.commands.record", "record masks (and video) into crash-safe segments"),
     "export": ("rtseg.commands.export", "export a recording to COCO, DAVIS PNGs or MP4"),
     "replay": ("rtseg.commands.replay", "republish a recording on the protocol"),
+    "foxglove": ("rtseg.commands.foxglove", "serve masks and video to Foxglove (WebSocket)"),
+    "stream": ("rtseg.commands.stream", "MJPEG over HTTP: each camera with its masks, for browsers, VLC, NVRs"),
     "prompt": ("rtseg.commands.prompt", "send a prompt / remove / reset / list / status request"),
     "keys": ("rtseg.commands.keys", "generate CURVE key pairs for secure remote use"),
     "bench": ("rtseg.commands.bench", "benchmark the streaming engine against the official predictor"),
-    "validate-config": ("rtseg.commands.validate_config", "check a config file; points at the bad key"),
+    "validate-config": ("rtseg.commands.validate_config", "check a config file (bad key and line) and the sources, keys and checkpoint it names"),
     "download": ("rtseg.commands.download", "download official SAM 2.1 checkpoints"),
+    "cluster": ("rtseg.commands.cluster", "run a config's cameras across a Ray cluster; `cluster status`"),
 }
 
 

@@ -34,6 +34,7 @@ from rtseg.protocol import (
     unpack,
     unpackb,
 )
+from rtseg.locate import LocateError, Locator
 from rtseg.security import CurveClient
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,22 @@ class Subscriber:
     Iterating blocks and yields decoded results; `recv(timeout)` returns None on timeout.
     Messages lost on the way (slow reader, network) show up in `stats()["dropped"]`."""
 
-    def __init__(self, endpoint: str, cameras: Iterable[str] | None = None, topics: Sequence[str] = (MASKS,), *,
+    def __init__(self, endpoint: str | None, cameras: Iterable[str] | None = None, topics: Sequence[str] = (MASKS,), *,
                  curve: CurveClient | None = None, decode_masks: bool = True, rcvhwm: int = 100,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, cluster: str | None = None, follow_s: float = 1.0):
         unknown = [t for t in topics if t not in TOPIC_KINDS]
         if unknown or not topics:
             raise ValueError(f"unknown topic(s) {unknown}; choose from {list(TOPIC_KINDS)}")
+        if (endpoint is None) == (cluster is None):
+            raise ValueError("give either an endpoint or cluster=ADDR (the directory of `rtseg cluster`)")
         self.endpoint = endpoint
+        # cluster: connect to where the directory says each camera publishes, and ask again
+        # whenever nothing arrived for follow_s seconds (the camera may have moved)
+        self._locator = None if cluster is None else Locator(cluster, context=context)
+        self.follow_s = follow_s
+        self._located: dict[str, str] = {}  # camera -> pub endpoint connected to
+        self._heard: dict[str, float] = {}  # camera -> time.monotonic() of its last message
+        self._last_located = 0.0
         self.cameras = None if cameras is None else set(cameras)
         self.topics = set(topics)
         self.decode_masks = decode_masks
@@ -131,19 +141,62 @@ class Subscriber:
             else:
                 for cam in self.cameras:
                     self._socket.subscribe(f"{kind}.{cam}".encode())
-        self._socket.connect(endpoint)
+        if endpoint is not None:
+            self._socket.connect(endpoint)
+        else:
+            self._follow()
+
+    def _follow(self) -> None:
+        """Cluster: connect to each camera's current publisher, drop publishers no longer used."""
+        self._last_located = time.monotonic()
+        try:
+            if self.cameras is None:
+                where = self._locator.endpoints()
+            else:
+                where = {}
+                for cam in sorted(self.cameras):
+                    where.update(self._locator.endpoints(cam))
+        except LocateError as e:
+            log.warning("subscriber: %s", e)
+            return
+        old, new = set(self._located.values()), set(where.values())
+        for ep in old - new:
+            self._socket.disconnect(ep)
+        for ep in new - old:
+            self._socket.connect(ep)
+        if old and old != new:
+            log.info("subscriber: following cameras to %s", sorted(new))
+        self._located = where
+
+    def _silent(self) -> bool:
+        """Cluster: some wanted camera sent nothing for follow_s (and we did not just ask)."""
+        now = time.monotonic()
+        if now - self._last_located < self.follow_s:
+            return False
+        cameras = set(self._located) | (self.cameras or set())
+        return not cameras or any(now - self._heard.get(c, 0.0) >= self.follow_s for c in cameras)
 
     def recv(self, timeout: float | None = None) -> Received | None:
         """The next wanted message, or None when `timeout` seconds pass without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining_ms = -1 if deadline is None else max(0, int(1000 * (deadline - time.monotonic())))
+            if self._locator is not None:  # wake up to ask the directory again after follow_s of silence
+                if self._silent():
+                    self._follow()
+                slice_ms = int(1000 * self.follow_s)
+                remaining_ms = slice_ms if remaining_ms < 0 else min(remaining_ms, slice_ms)
             if not self._socket.poll(remaining_ms, zmq.POLLIN):
-                return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
             parts = self._socket.recv_multipart()
             received_ns = time.monotonic_ns()
             result = self._decode(parts, received_ns)
             if result is not None:
+                camera = getattr(result, "camera", None)
+                if camera:
+                    self._heard[camera] = time.monotonic()
                 return result
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -160,6 +213,8 @@ class Subscriber:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+        if self._locator is not None:
+            self._locator.close()
 
     def __enter__(self) -> Subscriber:
         return self
@@ -226,21 +281,26 @@ class Controller:
     the reply dict and raise ControlError (refused) or ControlTimeout (no answer). A request
     that timed out is not resent: adding points twice would add two clicks."""
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, *, curve: CurveClient | None = None,
-                 context: zmq.Context | None = None):
+    def __init__(self, endpoint: str | None, timeout: float = 5.0, *, curve: CurveClient | None = None,
+                 context: zmq.Context | None = None, cluster: str | None = None):
+        if (endpoint is None) == (cluster is None):
+            raise ValueError("give either an endpoint or cluster=ADDR (the directory of `rtseg cluster`)")
         self.endpoint = endpoint
         self.timeout = timeout
         self._curve = curve
         self._context = context or zmq.Context.instance()
         self._ids = itertools.count(1)
-        self._socket = self._connect()
+        # cluster: every request goes to where the directory says its camera runs right now;
+        # a request without a camera (list, status) goes to every segmenter, replies merged
+        self._locator = None if cluster is None else Locator(cluster, timeout=timeout, context=self._context)
+        self._sockets: dict[str, zmq.Socket] = {}
 
-    def _connect(self) -> zmq.Socket:
+    def _connect(self, endpoint: str) -> zmq.Socket:
         sock = self._context.socket(zmq.REQ)
         sock.linger = 0
         if self._curve is not None:
             self._curve.secure(sock)
-        sock.connect(self.endpoint)
+        sock.connect(endpoint)
         return sock
 
     def request(self, request_type: str, **fields: Any) -> dict[str, Any]:
@@ -248,15 +308,44 @@ class Controller:
         request_id = next(self._ids)
         body = {"v": PROTOCOL_VERSION, "type": request_type, "id": request_id,
                 **{k: _plain(v) for k, v in fields.items() if v is not None}}
-        self._socket.send(packb(body))
-        if not self._socket.poll(int(self.timeout * 1000), zmq.POLLIN):
-            self._socket.close(linger=0)  # a REQ socket is stuck after a lost reply: start afresh
-            self._socket = self._connect()
-            raise ControlTimeout(f"no reply to {request_type} from {self.endpoint} within {self.timeout} s: is "
+        if self._locator is None:
+            return self._exchange(self.endpoint, body)
+        if body.get("camera") is not None:
+            return self._exchange(self._control_of(body["camera"], request_type), body)
+        replies = [self._exchange(ep, body) for ep in sorted(set(self._located("control").values()))]
+        merged = dict(replies[0]) if replies else {"v": PROTOCOL_VERSION, "ok": True, "type": request_type,
+                                                    "id": request_id}
+        merged["cameras"] = {cam: v for r in replies for cam, v in (r.get("cameras") or {}).items()}
+        return merged
+
+    def _located(self, which: str, camera: str | None = None) -> dict[str, str]:
+        try:
+            return self._locator.endpoints(camera, which)
+        except LocateError as e:
+            if e.code == "timeout":
+                raise ControlTimeout(str(e)) from None
+            raise ControlError({"type": "locate", "error": {"code": e.code, "message": str(e)}}) from None
+
+    def _control_of(self, camera: str, request_type: str) -> str:
+        endpoint = self._located("control", camera).get(camera)
+        if endpoint is None:
+            state = self._locator.locate(camera)[camera].get("state")
+            raise ControlError({"type": request_type, "error": {
+                "code": "not_ready", "message": f"camera {camera!r} is {state} in the cluster; retry"}})
+        return endpoint
+
+    def _exchange(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        request_type = body["type"]
+        sock = self._sockets.get(endpoint) or self._sockets.setdefault(endpoint, self._connect(endpoint))
+        sock.send(packb(body))
+        if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+            sock.close(linger=0)  # a REQ socket is stuck after a lost reply: start afresh
+            del self._sockets[endpoint]
+            raise ControlTimeout(f"no reply to {request_type} from {endpoint} within {self.timeout} s: is "
                                  f"the segmenter running there (and are the CURVE keys accepted)? "
                                  f"The request may still be applied.")
         try:
-            reply = unpackb(self._socket.recv())
+            reply = unpackb(sock.recv())
         except Exception as e:
             reply = f"undecodable reply ({e})"
         if not isinstance(reply, dict):
@@ -295,7 +384,11 @@ class Controller:
         return self.request("status", camera=camera)
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        if self._locator is not None:
+            self._locator.close()
 
     def __enter__(self) -> Controller:
         return self

@@ -42,8 +42,8 @@ class ModelConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
-    """How the engine computes (README, "Precision and hole filling") and runs its per-frame step
-    (README, "The streaming engine")."""
+    """How the engine computes (README: "Device and precision", "Hole filling") and runs its
+    per-frame step (README: "The streaming engine")."""
 
     # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on 7.x, else fp32; fp32 on the CPU
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
@@ -156,7 +156,20 @@ class RecorderConfig(StrictModel):
     retention_gb: float | None = Field(default=None, gt=0)
     retention_hours: float | None = Field(default=None, gt=0)
     video: Literal["none", "raw", "overlay"] = "none"  # MP4 per segment from the frame topic
+    frames: bool = False  # record the frame topic even without MP4 (video raw/overlay records it anyway)
+    foxglove: bool = True  # also write Foxglove channels (CompressedImage, ImageAnnotations, JSON) per record
     fsync_interval_s: float = Field(default=1.0, ge=0)  # power loss loses at most this much; 0: every record
+
+
+class FoxgloveConfig(StrictModel):
+    """The live Foxglove WebSocket server `rtseg run` starts as its `foxglove` child."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # 0.0.0.0: every interface (Foxglove has no authentication: trusted networks only)
+    port: int = Field(default=8765, ge=0, le=65535)
+    frames: Literal["ring", "topic"] = "ring"  # ring: the cameras' shared memory; topic: network.frame_topic
+    fps: float = Field(default=10.0, gt=0, le=120)  # ring frames sent per second and camera, at most
+    quality: int = Field(default=80, ge=1, le=100)  # JPEG quality of ring frames
 
 
 class SupervisorConfig(StrictModel):
@@ -170,6 +183,25 @@ class SupervisorConfig(StrictModel):
     state_dir: Path = Path("runs")
 
 
+class ClusterConfig(StrictModel):
+    """`rtseg cluster`: cameras spread over the GPUs of a Ray cluster (docs/CLUSTER.md)."""
+
+    # what one segmenter (one GPU, or one `rtseg_segmenter` resource on a CPU node) carries,
+    # in camera weights; a camera weighs 1 unless `weights` says otherwise
+    cameras_per_segmenter: float = Field(default=4.0, gt=0)
+    weights: dict[str, float] = {}
+    # the directory's ZeroMQ front door on the head node (`locate`, docs/PROTOCOL.md)
+    directory: str = Field(default="tcp://0.0.0.0:5570", pattern=ENDPOINT)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w > 0}
+        if bad:
+            raise ValueError(f"camera weights must be > 0, got {bad}")
+        return v
+
+
 class Config(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
@@ -179,7 +211,9 @@ class Config(StrictModel):
     security: SecurityConfig = SecurityConfig()
     viewer: ViewerConfig = ViewerConfig()
     recorder: RecorderConfig = RecorderConfig()
+    foxglove: FoxgloveConfig = FoxgloveConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    cluster: ClusterConfig = ClusterConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -188,6 +222,18 @@ class Config(StrictModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        unknown = sorted(set(self.cluster.weights) - set(ids))
+        if unknown:
+            raise ValueError(f"cluster.weights names unknown camera(s) {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _video_needs_frames(self) -> Config:
+        rec = self.recorder
+        if (rec.video != "none" or rec.frames) and not self.network.frame_topic.enabled:
+            what = f"recorder.video is {rec.video!r}" if rec.video != "none" else "recorder.frames is on"
+            raise ValueError(f"{what} but the segmenter publishes no frames: set network.frame_topic.enabled: true, "
+                             "or recorder.video: none and recorder.frames: false")
         return self
 
 

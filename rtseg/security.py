@@ -33,11 +33,15 @@ def load_key_pair(path: str | Path, *, need_secret: bool) -> tuple[bytes, bytes 
     """(public, secret) from a zmq.auth certificate file; secret is None for a .key file."""
     path = Path(path)
     hint = "generate keys with `rtseg keys DIR --name NAME`"
-    if not path.is_file():
+    if not path.exists():
         raise CurveKeyError(f"CURVE key file {path} does not exist; {hint}")
+    if not path.is_file():
+        raise CurveKeyError(f"CURVE key file {path} is not a file; {hint}")
     try:
         public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise CurveKeyError(f"CURVE key file {path} cannot be read ({e.strerror}); check its owner and mode") from None
+    except ValueError as e:
         raise CurveKeyError(f"CURVE key file {path} is not a zmq certificate ({e}); {hint}") from None
     if need_secret and secret is None:
         raise CurveKeyError(f"{path} holds only a public key; give the .key_secret file of the pair")
@@ -144,6 +148,18 @@ class CurveClient:
         public, secret = load_key_pair(client_secret_file, need_secret=True)
         server, _ = load_key_pair(server_public_file, need_secret=False)
         return cls(public, secret, server)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_options(cls, client_key: str | Path | None, server_key: str | Path | None) -> CurveClient | None:
+        """The client of `--client-key` / `--server-key` (or viewer.client_key / server_key): None
+        when neither is given; CurveKeyError when only one is, or a file cannot be used."""
+        if client_key is None and server_key is None:
+            return None
+        if client_key is None or server_key is None:
+            raise CurveKeyError("CURVE needs both this client's secret key (--client-key NAME.key_secret) and the "
+                                f"server's public key (--server-key server.key); got client key {client_key}, "
+                                f"server key {server_key}")
+        return cls.from_files(client_key, server_key)
 
     def secure(self, socket: zmq.Socket) -> None:
         """Make `socket` a CURVE client (call before connect)."""

@@ -16,7 +16,7 @@ from rtseg.pipeline.control import ControlServer, ErrorCode
 from rtseg.protocol import FrameMessage, MasksMessage, PromptEvent, StatusMessage, encode_rle
 from rtseg.pipeline.publisher import Publisher
 from tests.helpers.control import H, LATEST, W, FakeHandler, serving
-from tests.helpers.publishing import masks_message, warm_up
+from tests.helpers.publishing import drain, masks_message, warm_up
 
 
 @pytest.fixture
@@ -24,11 +24,6 @@ def pub(ctx) -> Iterator[Publisher]:
     publisher = Publisher("tcp://127.0.0.1:*", context=ctx)
     yield publisher
     publisher.close()
-
-
-def drain(sub: Subscriber) -> None:
-    while sub.recv(timeout=0.05) is not None:
-        pass
 
 
 # ---------------------------------------------------------------- Subscriber
@@ -224,6 +219,17 @@ def test_prompt_cli(ctx, capsys):
                            "--obj", "1"]) == 2
         assert rtseg_main(["prompt", "--endpoint", ep, "--camera", "cam", "reset"]) == 0
         assert json.loads(capsys.readouterr().out)["removed"] == [1, 2]
+
+
+def test_prompt_cli_negative_coordinates_get_the_out_of_frame_error(ctx, capsys):
+    handler = FakeHandler()
+    with serving(handler, ctx) as server:
+        for args in (["points", "-5,240"], ["points", "10,10", "-0.5,3", "--labels", "1", "0"], ["box", "-5,0,10,10"]):
+            assert rtseg_main(["prompt", "--endpoint", server.endpoint, "--camera", "cam", *args, "--obj", "1"]) == 1
+            err = capsys.readouterr().err
+            assert "[invalid_value]" in err and "lies outside the" in err and "frame" in err, err
+            assert "unrecognized arguments" not in err
+    assert handler.calls == []  # refused by validation, the segmenter never saw it
 
 
 def test_prompt_cli_mask_file(ctx, tmp_path, capsys):

@@ -40,6 +40,10 @@ model:
         (GOOD + "network:\n  pub: not-an-endpoint\n", "line 7: network.pub: String should match pattern"),
         (GOOD + "network:\n  pub: tcp://127.0.0.1:7000\n  control: tcp://127.0.0.1:7000\n",
          "both 'tcp://127.0.0.1:7000': give them different ports"),
+        (GOOD + "recorder:\n  video: overlay\n",
+         "recorder.video is 'overlay' but the segmenter publishes no frames: set network.frame_topic.enabled: true"),
+        (GOOD + "recorder:\n  video: raw\nnetwork:\n  frame_topic: {enabled: false}\n", "publishes no frames"),
+        (GOOD + "recorder:\n  frames: true\n", "recorder.frames is on but the segmenter publishes no frames"),
         ("cameras: [\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
@@ -60,6 +64,16 @@ def test_validate_config_command(tmp_path, capsys):
     assert cli_main(["validate-config", str(bad)]) == 1
     assert f"{bad}:line 5: model.name" in capsys.readouterr().err
     assert cli_main(["validate-config", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_video_with_the_frame_topic_is_valid_and_rtseg_record_checks_its_own_video(tmp_path, capsys):
+    cfg = parse_config(GOOD + "recorder:\n  video: overlay\nnetwork:\n  frame_topic: {enabled: true}\n")
+    assert cfg.recorder.video == "overlay"
+    path = tmp_path / "c.yaml"
+    path.write_text(GOOD)
+    assert cli_main(["record", str(path), "--video", "overlay", "--dir", str(tmp_path / "rec")]) == 2
+    assert "recorder.video is 'overlay' but the segmenter publishes no frames" in capsys.readouterr().err
+    assert not (tmp_path / "rec").exists()  # refused at start, before anything was written
 
 
 def test_state_dir_defaults_to_one_folder_per_config_name(tmp_path, monkeypatch):

@@ -18,9 +18,10 @@ FLOORS = {
     "rtseg.proc": 0, "rtseg.protocol": 0,
     "rtseg.engine.models": 0,  # the table of model names and files: plain data, config validates against it
     "rtseg.config": 1, "rtseg.security": 1,
-    "rtseg.client": 2, "rtseg.sources": 2,
+    "rtseg.client": 2, "rtseg.locate": 2, "rtseg.sources": 2,
     "rtseg.ring": 3, "rtseg.engine": 3,
-    "rtseg.pipeline": 4, "rtseg.recording": 4, "rtseg.view": 4,
+    "rtseg.pipeline": 4, "rtseg.recording": 4, "rtseg.view": 4, "rtseg.bridges": 4,
+    "rtseg.cluster": 4,  # the pipeline's own parts as Ray actors across hosts
     "rtseg.commands": 5, "rtseg.cli": 6,
 }
 
@@ -98,3 +99,18 @@ def test_every_command_is_one_module_named_after_it():
         assert module == "rtseg.commands." + name.replace("-", "_")
         mod = importlib.import_module(module)
         assert callable(mod.add_arguments) and callable(mod.main)
+
+
+def test_no_test_module_imports_another_test_module():
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("tests.") and not name.startswith("tests.helpers"):
+                    wrong.append(f"{path.relative_to(tests.parent)} imports {name}")
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                wrong.append(f"{path.relative_to(tests.parent)} has a relative import (use tests.helpers...)")
+    assert not wrong, "shared test code belongs in tests/conftest.py or tests/helpers/:\n" + "\n".join(wrong)

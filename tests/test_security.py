@@ -138,6 +138,23 @@ def test_key_errors_say_what_to_do(ctx, keys, tmp_path, caplog):
     assert "secret" not in repr(CurveClient.from_files(keys["ok_secret"], keys["server_public"]))
 
 
+def test_every_command_needs_both_keys_in_one_words(keys, capsys):
+    assert CurveClient.from_options(None, None) is None
+    assert CurveClient.from_options(keys["ok_secret"], keys["server_public"]).server_key == \
+        zmq.auth.load_certificate(keys["server_public"])[0]
+    with pytest.raises(CurveKeyError, match="CURVE needs both .*--client-key.*--server-key.*server key None"):
+        CurveClient.from_options(keys["ok_secret"], None)
+    only_client = ["--client-key", str(keys["ok_secret"])]
+    assert rtseg_main(["record", "--pub", "tcp://127.0.0.1:1", *only_client]) == 2
+    assert "CURVE needs both" in capsys.readouterr().err
+    assert rtseg_main(["prompt", "--server-key", str(keys["server_public"]), "list"]) == 2
+    assert "CURVE needs both" in capsys.readouterr().err
+    from rtseg.view.viewer import ViewerError, _curve_client
+
+    with pytest.raises(ViewerError, match="CURVE needs both"):
+        _curve_client(keys["ok_secret"], None, False)
+
+
 def test_rtseg_keys(tmp_path, capsys):
     out = tmp_path / "k"
     assert rtseg_main(["keys", str(out), "--name", "laptop", "--authorize", str(tmp_path / "auth")]) == 0

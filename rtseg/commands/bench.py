@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rtseg.commands import setup_logging
 from rtseg.engine import holes
 from rtseg.engine.bench import RunResult, bench_model, format_table, machine_info, write_clip
 from rtseg.engine.build import DeviceError, resolve_device
@@ -88,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.warmup < 0 or args.frames < args.warmup + 2:
         log.error("--frames %d with --warmup %d leaves no frame to time: need frames >= warmup + 2",
                   args.frames, args.warmup)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-
-from rtseg.protocol import DEFAULT_CONTROL
 from pathlib import Path
 from typing import Any
+
+from rtseg.protocol import DEFAULT_CONTROL
 
 
 DESCRIPTION = """\
@@ -25,11 +26,13 @@ examples:
   rtseg prompt --camera demo reset                 # drop every object of the camera
   rtseg prompt list                                # cameras, their objects and frame sizes
   rtseg prompt status
+  rtseg prompt --cluster tcp://HEAD:5570 --camera gate box 100,80,260,400 --obj 1
+                                                   # a camera of `rtseg cluster`, wherever it runs
 
 Coordinates are pixels of the camera's frame (x right, y down). --frame names the frame
 the user looked at; the reply's frame_index and applied_to ("requested" or "latest") say
-where the prompt went. Exit status: 0 done, 1 refused (the reply's error is printed),
-3 no reply within --timeout.
+where the prompt went; a frame newer than the latest tracked one is refused. Exit status:
+0 done, 1 refused (the reply's error is printed), 3 no reply within --timeout.
 """
 
 
@@ -60,11 +63,24 @@ def _label(text: str) -> list[int]:
     return labels
 
 
+class _CoordinatesParser(argparse.ArgumentParser):
+    """An action's parser that reads `-5,240` or `-0.5,3` as coordinates (which the segmenter then
+    refuses as out of frame, saying so) instead of an unknown option: Python 3.11's argparse takes
+    only a plain negative number for a value. Python 3.13's own matcher is the same as this one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--endpoint", default=DEFAULT_CONTROL,
                         help=f"the segmenter's control socket (network.control; default {DEFAULT_CONTROL})")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help="a camera of `rtseg cluster`: ask its directory (tcp://HEAD:5570) where the camera "
+                             "runs, instead of --endpoint")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for the reply (default 30: a segmenter answers between frames, "
                              "and a frame can take seconds on a CPU)")
@@ -73,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-key", type=Path, metavar="FILE", help="CURVE: the server's public server.key")
     camera_help = "camera id (required for points, box, mask, remove, reset)"
     parser.add_argument("--camera", help=camera_help)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                    parser_class=_CoordinatesParser)
 
     def action(name: str, help_text: str, *, obj: bool = False, frame: bool = False) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text, description=help_text)
@@ -135,17 +152,13 @@ def main(args: argparse.Namespace) -> int:
     from rtseg.client import ControlError, Controller, ControlTimeout
     from rtseg.security import CurveClient, CurveKeyError
 
-    curve = None
-    if (args.client_key is None) != (args.server_key is None):
-        print("rtseg prompt: CURVE needs both --client-key and --server-key", file=sys.stderr)
+    try:
+        curve = CurveClient.from_options(args.client_key, args.server_key)
+    except CurveKeyError as e:
+        print(f"rtseg prompt: {e}", file=sys.stderr)
         return 2
-    if args.client_key is not None:
-        try:
-            curve = CurveClient.from_files(args.client_key, args.server_key)
-        except CurveKeyError as e:
-            print(f"rtseg prompt: {e}", file=sys.stderr)
-            return 2
-    with Controller(args.endpoint, args.timeout, curve=curve) as ctl:
+    endpoint = None if args.cluster else args.endpoint
+    with Controller(endpoint, args.timeout, curve=curve, cluster=args.cluster) as ctl:
         try:
             reply = _request(ctl, args)
         except ControlError as e:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
+from rtseg.commands import setup_logging
+from rtseg.proc import stop_on_signals
 from rtseg.protocol import DEFAULT_PUB
 from rtseg.recording.replay import replay
 
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     from rtseg.recording.segment import RecordingError
     from rtseg.recording.store import list_segments
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging()
     if args.speed <= 0:
         print(f"error: --speed must be > 0, got {args.speed}", file=sys.stderr)
         return 2
@@ -55,9 +55,7 @@ def main(args: argparse.Namespace) -> int:
     except RecordingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         publisher = Publisher(args.pub, hwm=args.hwm)
     except OSError as e:

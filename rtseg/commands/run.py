@@ -5,21 +5,30 @@ import argparse
 import logging
 from pathlib import Path
 
+from rtseg.commands import setup_logging
 from rtseg.config import Config
 from rtseg.pipeline.supervisor import Supervisor
 
 log = logging.getLogger("rtseg.run")
 
 
+def checkpoint_path(cfg: Config) -> Path:
+    """Where the config's checkpoint is: model.checkpoint, else checkpoints/<official file name>."""
+    from rtseg.engine.download import default_checkpoint_path
+    from rtseg.engine.models import model_spec
+
+    return Path(cfg.model.checkpoint) if cfg.model.checkpoint else default_checkpoint_path(model_spec(cfg.model.name))
+
+
 def resolve_checkpoint(cfg: Config, weights: str | None) -> str | None:
     """The checkpoint file to load (None: random weights); downloads a missing official one."""
     if (weights or cfg.model.weights) == "random":
         return None
-    from rtseg.engine.download import default_checkpoint_path, download_checkpoint
+    from rtseg.engine.download import download_checkpoint
     from rtseg.engine.models import model_spec
 
     spec = model_spec(cfg.model.name)
-    path = Path(cfg.model.checkpoint) if cfg.model.checkpoint else default_checkpoint_path(spec)
+    path = checkpoint_path(cfg)
     if path.is_file():
         return str(path)
     from rtseg.engine.download import checkpoint_url
@@ -67,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     level = (args.log_level or cfg.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(processName)-18s %(name)s %(levelname)s: %(message)s")
+    setup_logging(level, process_names=True)
     if args.fresh:
         (Path(cfg.supervisor.state_dir) / "prompts.jsonl").unlink(missing_ok=True)
     checkpoint = resolve_checkpoint(cfg, args.weights)

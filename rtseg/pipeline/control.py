@@ -63,6 +63,7 @@ _REQUIRED = {"add_points": ("camera", "obj_id", "points", "labels"), "add_box": 
              "add_mask": ("camera", "obj_id", "mask"), "remove": ("camera", "obj_id"), "reset": ("camera",)}
 MAX_POINTS = 256
 MAX_OBJ_ID = 2**31 - 1
+MAX_ECHOED_TYPE = 64  # an error reply echoes a request's type string up to this long
 
 
 class ErrorCode:
@@ -178,17 +179,19 @@ def _decode(data: bytes, max_request_bytes: int) -> dict[str, Any]:
 def validate_request(data: bytes, handler: ControlHandler, max_request_bytes: int) -> ValidatedRequest:
     """Check a request body completely; raises RequestError naming the field and the value."""
     raw = _decode(data, max_request_bytes)
+    rtype = raw.get("type")
+    echo = rtype if isinstance(rtype, str) and len(rtype) <= MAX_ECHOED_TYPE else None  # the reply's "type"
     request_id = raw.get("id")
     if request_id is not None and not (isinstance(request_id, int | str) and len(str(request_id)) <= 256):
         raise RequestError(ErrorCode.BAD_REQUEST, f"id must be an int or a short string, got {_describe(request_id)}",
-                           field="id")
+                           field="id", request_type=echo)
     if raw.get("v") != PROTOCOL_VERSION:
         raise RequestError(ErrorCode.UNSUPPORTED_VERSION, f"request has protocol version {_describe(raw.get('v'))}; "
-                           f"this segmenter speaks v={PROTOCOL_VERSION}", field="v", request_id=request_id)
-    rtype = raw.get("type")
+                           f"this segmenter speaks v={PROTOCOL_VERSION}", field="v", request_type=echo,
+                           request_id=request_id)
     if rtype not in REQUEST_TYPES:
         raise RequestError(ErrorCode.UNKNOWN_TYPE, f"unknown request type {_describe(rtype)}; "
-                           f"one of {list(REQUEST_TYPES)}", field="type", request_id=request_id)
+                           f"one of {list(REQUEST_TYPES)}", field="type", request_type=echo, request_id=request_id)
     try:
         return _validate_fields(raw, rtype, handler)
     except RequestError as e:
@@ -281,6 +284,15 @@ class ControlHandler(Protocol):
     def handle(self, request: ValidatedRequest) -> dict[str, Any]:
         """Apply the request; return the reply fields (for prompts: `prompt_reply(...)`;
         for status: the StatusMessage fields). `list` is answered by the server itself."""
+
+
+def check_frame_index(camera: str, requested: int | None, latest: int) -> None:
+    """Refuse a prompt for a frame newer than the camera's latest tracked frame (nobody has seen
+    it yet): applied to the latest instead, it would land on a frame the user never looked at."""
+    if requested is not None and requested > latest:
+        raise _invalid("frame_index", f"frame_index {requested} is newer than the latest tracked frame {latest} of "
+                                      f"camera {camera!r}: give the frame_index of a masks message you were shown, "
+                                      "or leave it out for the latest frame")
 
 
 def prompt_reply(*, frame_index: int, requested_frame_index: int | None, obj_ids: Collection[int],

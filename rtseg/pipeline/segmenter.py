@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import Config
-from rtseg.pipeline.control import ControlServer, ErrorCode, RequestError, ValidatedRequest, prompt_reply, status_reply
+from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
+                                    prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
 from rtseg.engine.cameras import track_cameras
 from rtseg.pipeline.prompt_log import PromptLog
@@ -211,6 +212,7 @@ class Segmenter:
         pipe = self.cams[camera]
         if pipe.latest_frame is None:
             raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        check_frame_index(camera, frame_index, pipe.latest_frame.index)
         result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
                                            **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)
@@ -249,8 +251,9 @@ class Segmenter:
                 obj_ids=tuple(pipe.predictor.obj_ids),
                 source_state=source,
             )
-        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name), publisher=self.publisher.stats(),
-                             device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
+        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name),
+                             publisher=self.publisher.stats(), device=self.device_name,
+                             uptime_s=round(time.monotonic() - self._started, 3))
 
     def maybe_publish_status(self) -> None:
         now = time.monotonic()
@@ -265,7 +268,8 @@ def gpu_memory(device: str) -> dict | None:
         return None
     import torch
 
-    return {"allocated_bytes": torch.cuda.memory_allocated(device), "peak_bytes": torch.cuda.max_memory_allocated(device),
+    return {"allocated_bytes": torch.cuda.memory_allocated(device),
+            "peak_bytes": torch.cuda.max_memory_allocated(device),
             "reserved_bytes": torch.cuda.memory_reserved(device)}
 
 
@@ -329,7 +333,10 @@ def wait_for_subscriber(publisher: Publisher, timeout_s: float, stop_event: Any,
 
 
 def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
-                  heartbeat: Any = None) -> None:
+                  heartbeat: Any = None, *, prompt_log: Any = None, on_ready: Any = None) -> None:
+    """The segmenter's loop until stop_event is set. `prompt_log` replaces the state_dir's
+    prompts.jsonl (rtseg.cluster keeps it off the node); `on_ready(pub, control)` is called
+    with the endpoints really bound (":*" ports) once both sockets are up."""
     from rtseg.engine.build import DeviceError
     from rtseg.engine.checkpoints import CheckpointError
     from rtseg.engine.precision import PrecisionError
@@ -345,8 +352,9 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     curve = CurveServer.from_config(cfg.security)
     try:
         publisher = Publisher.from_config(cfg.network, curve=curve)
-        seg = Segmenter(cfg, predictors, readers, PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl"),
-                        publisher, device)
+        if prompt_log is None:
+            prompt_log = PromptLog(Path(cfg.supervisor.state_dir) / "prompts.jsonl")
+        seg = Segmenter(cfg, predictors, readers, prompt_log, publisher, device)
         control = ControlServer.from_config(cfg.network, seg, curve=curve, publisher=publisher)
     except OSError as e:  # an endpoint in use: a restart will not free it
         raise FatalError(str(e)) from None
@@ -356,6 +364,8 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
     precision = next(iter(predictors.values())).precision
     try:
         with precision.autocast():
+            if on_ready is not None:
+                on_ready(publisher.endpoint, control.endpoint)
             if consumer:
                 wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
             while not stop_event.is_set():

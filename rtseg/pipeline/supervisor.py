@@ -1,7 +1,7 @@
 """The supervisor of `rtseg run`: start every process of a pipeline, watch them, restart them, stop them.
 
 Children (all `spawn`ed, each named): `capture-<camera>` per camera, `segmenter`, and
-`recorder` / `viewer` when the config enables them. Each beats a heartbeat; a child that
+`recorder` / `foxglove` / `viewer` when the config enables them. Each beats a heartbeat; a child that
 dies or stops beating is restarted, at most `supervisor.restart_budget` times per
 `restart_window_s` (then the whole pipeline stops with an error). A child that exits with
 EXIT_FATAL (bad config, missing weights, a file that cannot be read) is not restarted.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtseg.config import Config
-from rtseg.proc import EXIT_FATAL, EXIT_OK, ring_name_for
+from rtseg.proc import EXIT_FATAL, EXIT_OK, ring_name_for, run_child
 
 log = logging.getLogger("rtseg.supervisor")
 
@@ -84,6 +84,12 @@ class Supervisor:
             hb = self.ctx.Value("d", 0.0, lock=False)
             children.append(Child("recorder", recorder_main, (self.cfg, self.stop_event, hb, self.log_queue),
                                   heartbeat=hb, essential=False))
+        if self.cfg.foxglove.enabled:
+            from rtseg.bridges.foxglove import bridge_main
+
+            hb = self.ctx.Value("d", 0.0, lock=False)
+            children.append(Child("foxglove", bridge_main, (self.cfg, self.ring_names(), self.stop_event, hb,
+                                                            self.log_queue), heartbeat=hb, essential=False))
         if self.cfg.viewer.enabled and not self.headless:
             from rtseg.view.viewer import viewer_main
 
@@ -96,7 +102,8 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         if child.heartbeat is not None:
             child.heartbeat.value = 0.0
-        child.process = self.ctx.Process(target=child.target, args=child.args, name=child.name, daemon=False)
+        child.process = self.ctx.Process(target=run_child, args=(child.name, child.target, *child.args),
+                                         name=child.name, daemon=False)
         child.process.start()
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)

@@ -1,18 +1,45 @@
-"""Masks drawn on a frame (recorder's overlay video, `rtseg export --to mp4`), and the
-DAVIS palette (object id -> colour)."""
+"""Masks drawn on a frame (recorder's overlay video, `rtseg export --to mp4`) in the viewer's
+colours (rtseg.view.overlay.object_color: one palette), the recent masks of each camera by frame
+index (to draw on the frame of the same index), and the DAVIS palette of exported PNG files."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from rtseg.protocol import MasksMessage
+from rtseg.view.overlay import object_color
+
+
+class RecentMasks:
+    """The last `keep` masks messages of each camera, by frame index. Frames and masks come on
+    separate topics; `for_frame` gives the masks of that very frame, else the newest earlier ones."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self._by_camera: dict[str, OrderedDict[int, MasksMessage]] = {}
+
+    def add(self, msg: MasksMessage) -> None:
+        recent = self._by_camera.setdefault(msg.camera, OrderedDict())
+        recent[msg.frame_index] = msg
+        while len(recent) > self.keep:
+            recent.popitem(last=False)
+
+    def for_frame(self, camera: str, frame_index: int) -> MasksMessage | None:
+        recent = self._by_camera.get(camera) or {}
+        match = recent.get(frame_index)
+        if match is None:
+            earlier = [i for i in recent if i <= frame_index]
+            match = recent[max(earlier)] if earlier else None
+        return match
 
 
 @lru_cache(maxsize=1)
 def davis_palette() -> np.ndarray:
-    """The 256-colour palette of DAVIS / PASCAL VOC annotations: index 0 black, 1 red, 2 green..."""
+    """The 256-colour palette of DAVIS / PASCAL VOC annotation PNGs (index 0 black, 1 red, 2 green...):
+    the format's own colours for `rtseg export --to davis`; drawn masks use object_color."""
     palette = np.zeros((256, 3), np.uint8)
     for i in range(256):
         c, r, g, b = i, 0, 0, 0
@@ -23,12 +50,6 @@ def davis_palette() -> np.ndarray:
             c >>= 3
         palette[i] = (r, g, b)
     return palette
-
-
-def object_color(obj_id: int) -> tuple[int, int, int]:
-    """RGB colour of an object: its DAVIS palette entry (ids above 255 wrap, skipping black)."""
-    index = obj_id if 0 < obj_id < 256 else 1 + (obj_id - 1) % 255
-    return tuple(int(v) for v in davis_palette()[index])  # type: ignore[return-value]
 
 
 def draw_masks(rgb: np.ndarray, masks: MasksMessage | None, *, alpha: float = 0.5) -> np.ndarray:

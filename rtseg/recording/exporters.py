@@ -1,4 +1,4 @@
-"""Recording -> COCO JSON (RLE masks), DAVIS palette PNGs, MP4 with masks drawn.
+"""Recording -> COCO JSON (RLE masks), DAVIS palette PNGs, MP4 with masks drawn, Foxglove MCAP.
 
 Each exporter reads the recording twice: a quick survey (cameras, frame counts, object ids,
 frame rate) and the export itself, which drives the progress bar. Closed segments and the
@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rtseg.protocol import FRAME, MASKS, FrameMessage, MasksMessage, ProtocolError
+from rtseg.protocol import FRAME, MASKS, PROMPT, STATUS, FrameMessage, MasksMessage, ProtocolError
 from rtseg.recording.segment import RecordingError
 from rtseg.recording.store import RecordingReader
 
@@ -81,10 +80,11 @@ def _write_jpeg(folder: Path, msg: FrameMessage) -> str:
 # --------------------------------------------------------------------------- COCO
 def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = None,
                 progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> dict:
-    """COCO JSON at `out`: one image per processed frame (id, file_name camera/frame.jpg, width,
-    height, camera, frame_index, capture_wall_ns); one annotation per non-empty object mask
-    (segmentation = compressed RLE, bbox xywh, area, track_id = object id, score; category 1
-    "object"). Recorded frames are written as JPEG under `<out stem>_images/`."""
+    """COCO JSON at `out`: one image per processed frame (id, width, height, camera, frame_index,
+    capture_wall_ns, and file_name camera/frame.jpg when that frame was recorded); one annotation
+    per non-empty object mask (segmentation = compressed RLE, bbox xywh, area, track_id = object
+    id, score; category 1 "object"). Recorded frames are written as JPEG under `<out stem>_images/`;
+    an image whose frame was not recorded has no file_name, and info.images_without_frame counts them."""
     reader = RecordingReader(recording)
     cams = survey(reader, cameras)
     if on_total:
@@ -92,13 +92,13 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
     image_dir = out.with_name(out.stem + "_images")
     images: dict[tuple[str, int], dict] = {}
     annotations: list[dict] = []
-    jpegs = 0
+    jpegs: set[tuple[str, int]] = set()
     for msg in _messages(reader, (MASKS, FRAME), cameras):
         if progress:
             progress(1)
         if isinstance(msg, FrameMessage):
             _write_jpeg(image_dir, msg)
-            jpegs += 1
+            jpegs.add((msg.camera, msg.frame_index))
             continue
         key = (msg.camera, msg.frame_index)
         if key in images:
@@ -115,15 +115,20 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
                                 "segmentation": {"size": list(obj.rle["size"]), "counts": obj.rle["counts"]},
                                 "area": obj.area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
                                 "track_id": obj.obj_id, "score": obj.score})
-    doc = {"info": {"description": f"rtseg recording {Path(recording).name}", "image_root": image_dir.name,
-                    "frames_with_jpeg": jpegs},
+    without_frame = [key for key in images if key not in jpegs]
+    for key in without_frame:
+        del images[key]["file_name"]  # name only files that exist
+    doc = {"info": {"description": f"rtseg recording {Path(recording).name}",
+                    "image_root": image_dir.name if jpegs else None, "frames_with_jpeg": len(jpegs),
+                    "images_without_frame": len(without_frame)},
            "images": list(images.values()), "annotations": annotations,
            "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, out)
-    return {"images": len(images), "annotations": len(annotations), "jpegs": jpegs, "out": str(out)}
+    return {"images": len(images), "annotations": len(annotations), "jpegs": len(jpegs),
+            "without_frame": len(without_frame), "out": str(out)}
 
 
 # --------------------------------------------------------------------------- DAVIS
@@ -190,7 +195,7 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
     With recorded frames (recorder.video raw/overlay): one video frame per recorded frame, drawn
     with the masks of the same frame index (or the newest earlier ones). Without: the masks
     drawn on black, one video frame per masks message. The frame rate is the recorded one."""
-    from rtseg.recording.draw import draw_masks
+    from rtseg.recording.draw import RecentMasks, draw_masks
     from rtseg.recording.video import Mp4Writer
 
     reader = RecordingReader(recording)
@@ -205,26 +210,18 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
                    f"network.frame_topic.enabled), so its masks are drawn on black")
         fps = info.fps(info.frame_times if info.frames else info.mask_times)
         writers[cam] = Mp4Writer(paths[cam], fps, part_path=paths[cam].with_name(paths[cam].stem + ".part.mp4"))
-    recent: dict[str, OrderedDict[int, MasksMessage]] = {cam: OrderedDict() for cam in cams}
+    recent = RecentMasks()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for msg in _messages(reader, (MASKS, FRAME), list(cams)):
             info = cams[msg.camera]
             if isinstance(msg, MasksMessage):
                 if info.frames:
-                    masks = recent[msg.camera]
-                    masks[msg.frame_index] = msg
-                    while len(masks) > 64:
-                        masks.popitem(last=False)
+                    recent.add(msg)
                     continue
                 writers[msg.camera].write(draw_masks(np.zeros((msg.height, msg.width, 3), np.uint8), msg))
             else:
-                masks = recent[msg.camera]
-                match = masks.get(msg.frame_index)
-                if match is None:
-                    earlier = [i for i in masks if i <= msg.frame_index]
-                    match = masks[max(earlier)] if earlier else None
-                writers[msg.camera].write(draw_masks(msg.image(), match))
+                writers[msg.camera].write(draw_masks(msg.image(), recent.for_frame(msg.camera, msg.frame_index)))
             if progress:
                 progress(1)
     except BaseException:
@@ -235,3 +232,52 @@ def export_mp4(recording: Path, out: Path, *, cameras: Iterable[str] | None = No
     written = {cam: str(w.close()) for cam, w in writers.items()}
     return {"videos": written, "frames": {cam: w.frames for cam, w in writers.items()},
             "on_black": sorted(cam for cam, c in cams.items() if not c.frames)}
+
+
+# --------------------------------------------------------------------------- Foxglove
+def export_foxglove(recording: Path, out: Path, *, cameras: Iterable[str] | None = None,
+                    progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> dict:
+    """One indexed MCAP file at `out` with the recording on Foxglove channels only
+    (rtseg.bridges.foxglove_messages: /<camera>/image, /<camera>/masks, /<camera>/events,
+    /rtseg/status), in recorded order: for recordings made with `recorder.foxglove: false` or by
+    an older rtseg, or to hand one file to someone with Foxglove."""
+    from mcap.writer import CompressionType, Writer
+
+    from rtseg import __version__
+    from rtseg.bridges.foxglove_messages import to_foxglove
+
+    reader = RecordingReader(recording)
+    cams = survey(reader, cameras)
+    if on_total:
+        on_total(sum(c.masks + c.frames for c in cams.values()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    counts: dict[str, int] = {}
+    with open(tmp, "wb") as f:
+        writer = Writer(f, compression=CompressionType.NONE)
+        writer.start(profile="", library=f"rtseg {__version__}")
+        schemas: dict[str, int] = {}
+        channels: dict[str, int] = {}
+        for rec in reader.records(kinds=(MASKS, FRAME, PROMPT, STATUS), cameras=cameras):
+            if progress and rec.kind in (MASKS, FRAME):
+                progress(1)
+            try:
+                msg = rec.message()
+            except ProtocolError as e:
+                log.warning("skipping a recorded %s message that does not decode: %s", rec.topic, e)
+                continue
+            messages, errors = to_foxglove(msg)
+            for text in errors:
+                log.warning("%s: %s", rec.topic, text)
+            for m in messages:
+                if m.topic not in channels:
+                    if m.schema.name not in schemas:
+                        schemas[m.schema.name] = writer.register_schema(m.schema.name, m.schema.encoding, m.schema.data)
+                    channels[m.topic] = writer.register_channel(m.topic, m.message_encoding, schemas[m.schema.name])
+                writer.add_message(channels[m.topic], rec.log_time_ns, m.data, m.log_time_ns, rec.sequence & 0xFFFFFFFF)
+                counts[m.topic] = counts.get(m.topic, 0) + 1
+        writer.finish()
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return {"out": str(out), "messages": counts}

@@ -1,7 +1,12 @@
 """`rtseg record`: subscribe to the segmenter and write a recording that survives crashes.
 
 Reacts to: masks.<camera>, prompt.<camera>, status, and frame.<camera> when recorder.video is
-raw or overlay (the segmenter must publish it: network.frame_topic.enabled). Emits nothing.
+raw or overlay or recorder.frames is on (the segmenter must publish it:
+network.frame_topic.enabled). Emits nothing. With recorder.foxglove (default), each message is
+also written on Foxglove channels (rtseg.bridges.foxglove_messages), so a segment opens in Foxglove
+with video and masks.
+Logs a warning naming the endpoint when nothing has arrived for 10 s (120 s under `rtseg run`,
+whose segmenter may take that long to build its model).
 
 Every message goes into MCAP segments (rtseg.recording.segment: one CRC-checked chunk per
 record, one write() each); a segment is fsync'd and renamed from `.part` when it closes after
@@ -17,31 +22,34 @@ import fcntl
 import logging
 import os
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 
 from rtseg.config import Config, RecorderConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
-from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS, MasksMessage
-from rtseg.recording.segment import RecordingWriteError, SegmentWriter, write_error
+from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS
+from rtseg.recording.draw import RecentMasks, draw_masks
+from rtseg.recording.segment import RecordingWriteError, SchemaInfo, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
 from rtseg.recording.video import Mp4Writer
 
 log = logging.getLogger("rtseg.recording.recorder")
 
 LOCK_NAME = ".rtseg-recorder.lock"
-_RECENT_MASKS = 64  # per camera, for drawing masks on the frame of the same index
+PIPELINE_SILENCE_WARNING_S = 120.0
 
 
 class Recorder:
     """Records what `endpoint` publishes into `config.directory`. `run()` returns the exit code."""
 
     def __init__(self, config: RecorderConfig, endpoint: str, *, cameras: list[str] | None = None,
-                 video_fps: float = 5.0, curve: Any = None, context: Any = None):
+                 video_fps: float = 5.0, curve: Any = None, context: Any = None, silence_warning_s: float = 10.0,
+                 cluster: bool = False):
         self.config = config
+        self.silence_warning_s = silence_warning_s  # warn when nothing arrived for this long
         self.endpoint = endpoint
+        self.cluster = cluster  # endpoint is the directory of `rtseg cluster`: follow the cameras
         self.cameras = cameras
         self.video_fps = video_fps
         self.curve = curve
@@ -49,11 +57,13 @@ class Recorder:
         self.directory = Path(config.directory)
         self.segment: SegmentWriter | None = None
         self.videos: dict[str, Mp4Writer] = {}
-        self.recent_masks: dict[str, OrderedDict[int, MasksMessage]] = {}
+        self.recent_masks = RecentMasks()  # to draw masks on the frame of the same index
         self.closed_segments: list[Path] = []
         self._lock_fd = -1
         self._dropped_at_open = 0
         self._subscriber: Any = None
+        self._last_arrival = time.monotonic()
+        self._silent = False
 
     # ------------------------------------------------------------------ set-up
     def _prepare(self, beat: Callable[[], None]) -> None:
@@ -126,18 +136,29 @@ class Recorder:
 
         msg = item.message if isinstance(item, Masks | FrameImage) else item
         segment = self.segment or self._open_segment()
-        segment.write_message(msg, log_time_ns=time.time_ns())
+        log_time_ns = time.time_ns()
+        segment.write_message(msg, log_time_ns=log_time_ns)
+        if self.config.foxglove:
+            self._write_foxglove(segment, msg, log_time_ns)
         if isinstance(item, Masks):
-            recent = self.recent_masks.setdefault(item.camera, OrderedDict())
-            recent[item.frame_index] = item.message
-            while len(recent) > _RECENT_MASKS:
-                recent.popitem(last=False)
-        elif isinstance(item, FrameImage) and self.config.video != "none":
+            self.recent_masks.add(item.message)
+        elif isinstance(item, FrameImage) and self.config.video in ("raw", "overlay"):
             self._write_video(item)
 
-    def _write_video(self, frame: Any) -> None:
-        from rtseg.recording.draw import draw_masks
+    def _write_foxglove(self, segment: SegmentWriter, msg: Any, log_time_ns: int) -> None:
+        """The same message on the Foxglove channels (rtseg.bridges.foxglove_messages), each its own record."""
+        from rtseg.bridges.foxglove_messages import to_foxglove
 
+        messages, errors = to_foxglove(msg)
+        for text in errors:
+            log.warning("recorder: %s frame %s: %s (left out of the Foxglove channel)", msg.camera,
+                        getattr(msg, "frame_index", "?"), text)
+        for m in messages:
+            s = m.schema
+            segment.write_raw(m.topic, m.message_encoding, SchemaInfo(s.name, s.encoding, s.data), m.data,
+                              log_time_ns=log_time_ns, publish_time_ns=m.log_time_ns, sequence=msg.seq)
+
+    def _write_video(self, frame: Any) -> None:
         video = self.videos.get(frame.camera)
         if video is None:
             assert self.segment is not None
@@ -146,12 +167,7 @@ class Recorder:
             self.videos[frame.camera] = video
         image = frame.image
         if self.config.video == "overlay":
-            recent = self.recent_masks.get(frame.camera) or {}
-            masks = recent.get(frame.frame_index)
-            if masks is None:  # no result for this very frame: the newest earlier one
-                earlier = [i for i in recent if i <= frame.frame_index]
-                masks = recent[max(earlier)] if earlier else None
-            image = draw_masks(image, masks)
+            image = draw_masks(image, self.recent_masks.for_frame(frame.camera, frame.frame_index))
         video.write(image)
 
     def _abandon(self) -> None:
@@ -162,24 +178,41 @@ class Recorder:
             video.abandon()
         self.videos = {}
 
+    def _note_arrival(self, arrived: bool) -> None:
+        """Warn once, naming the endpoint, when nothing has arrived for `silence_warning_s`."""
+        now = time.monotonic()
+        if arrived:
+            if self._silent:
+                log.info("messages arrive again from %s", self.endpoint)
+            self._last_arrival, self._silent = now, False
+        elif not self._silent and now - self._last_arrival >= self.silence_warning_s:
+            self._silent = True
+            log.warning("nothing has arrived from %s for %.0f s: is a segmenter running and publishing there "
+                        "(its network.pub%s)? Still waiting.", self.endpoint, now - self._last_arrival,
+                        ", and are the CURVE keys accepted" if self.curve is not None else "")
+
     # -------------------------------------------------------------------- loop
     def run(self, should_stop: Callable[[], bool], beat: Callable[[], None] = lambda: None) -> int:
         """Record until `should_stop()`; `beat()` is called at least every 0.25 s while idle."""
         from rtseg.client import Subscriber
 
-        topics = [MASKS, PROMPT, STATUS] + ([FRAME] if self.config.video != "none" else [])
+        frames = self.config.video != "none" or self.config.frames
+        topics = [MASKS, PROMPT, STATUS] + ([FRAME] if frames else [])
         try:
             beat()
             self._prepare(beat)
-            self._subscriber = Subscriber(self.endpoint, self.cameras, topics, decode_masks=False, rcvhwm=1000,
-                                          curve=self.curve, context=self.context)
+            self._subscriber = Subscriber(None if self.cluster else self.endpoint, self.cameras, topics,
+                                          decode_masks=False, rcvhwm=1000, curve=self.curve, context=self.context,
+                                          cluster=self.endpoint if self.cluster else None)
             log.info("recording %s from %s into %s (segments of %g s, video %s)", "/".join(topics),
                      self.endpoint, self.directory, self.config.segment_seconds, self.config.video)
-            if self.config.video != "none":
-                log.info("video needs the segmenter's frame topic (network.frame_topic.enabled: true)")
+            if frames:
+                log.info("frames need the segmenter's frame topic (network.frame_topic.enabled: true)")
+            self._last_arrival = time.monotonic()
             while not should_stop():
                 beat()
                 item = self._subscriber.recv(timeout=0.2)
+                self._note_arrival(item is not None)
                 if item is not None:
                     self.record(item)
                 elif self.segment is not None:
@@ -217,7 +250,10 @@ def recorder_main(cfg: Config, stop_event: Any, heartbeat: Any, log_queue: Any) 
     except CurveKeyError as e:
         log.error("recorder cannot subscribe: %s", e)
         raise SystemExit(EXIT_FATAL) from None
-    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve)
+    # the segmenter started beside it may build its model for minutes on a CPU, and the supervisor
+    # watches it anyway: warn of silence later than `rtseg record` on its own does
+    recorder = Recorder(cfg.recorder, cfg.network.pub, video_fps=cfg.network.frame_topic.fps, curve=curve,
+                        silence_warning_s=PIPELINE_SILENCE_WARNING_S)
     code = recorder.run(stop_event.is_set, beat)
     if code:
         raise SystemExit(code)

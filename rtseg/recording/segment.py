@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import msgpack
 from mcap.data_stream import ReadDataStream
 from mcap.opcode import Opcode
-from mcap.records import Channel, Chunk, Message
+from mcap.records import Channel, Chunk, Message, Schema
 from mcap.stream_reader import breakup_chunk
 from mcap.writer import CompressionType, Writer
 
@@ -117,6 +117,7 @@ class SegmentWriter:
         self.bytes_written = 0
         self.opened_monotonic = time.monotonic()
         self._channels: dict[str, int] = {}
+        self._schemas: dict[str, int] = {}
         self._last_fsync = time.monotonic()
         self._unsynced = False
         try:
@@ -135,13 +136,26 @@ class SegmentWriter:
     def write(self, topic: str, parts: Sequence[bytes], *, log_time_ns: int, publish_time_ns: int,
               sequence: int = 0) -> None:
         """One record: the wire parts after `topic` (body, raw parts) of one message."""
+        data = msgpack.packb([bytes(p) for p in parts], use_bin_type=True)
+        self.write_raw(topic, MESSAGE_ENCODING, None, data, log_time_ns=log_time_ns, publish_time_ns=publish_time_ns,
+                       sequence=sequence, metadata={"protocol_version": str(PROTOCOL_VERSION)})
+
+    def write_raw(self, topic: str, message_encoding: str, schema: SchemaInfo | None, data: bytes, *,
+                  log_time_ns: int, publish_time_ns: int, sequence: int = 0,
+                  metadata: dict[str, str] | None = None) -> None:
+        """One record on any channel (e.g. a Foxglove one: schema name/encoding/data), as its own
+        CRC-checked chunk in one write(), like every record."""
         try:
             channel = self._channels.get(topic)
             if channel is None:
-                channel = self._writer.register_channel(topic, MESSAGE_ENCODING, 0,
-                                                        {"protocol_version": str(PROTOCOL_VERSION)})
+                schema_id = 0
+                if schema is not None:
+                    schema_id = self._schemas.get(schema.name, 0)
+                    if not schema_id:
+                        schema_id = self._writer.register_schema(schema.name, schema.encoding, schema.data)
+                        self._schemas[schema.name] = schema_id
+                channel = self._writer.register_channel(topic, message_encoding, schema_id, metadata or {})
                 self._channels[topic] = channel
-            data = msgpack.packb([bytes(p) for p in parts], use_bin_type=True)
             self._writer.add_message(channel, log_time_ns, data, publish_time_ns, sequence & 0xFFFFFFFF)
             self._writer.flush()  # closes this record's chunk: one os.write
             self.bytes_written = self._stream.tell()
@@ -209,6 +223,29 @@ class SegmentWriter:
 
 # --------------------------------------------------------------------------- reading
 @dataclass(frozen=True)
+class SchemaInfo:
+    """A channel's schema (MCAP Schema record): name, encoding ("protobuf", "jsonschema"), data."""
+
+    name: str
+    encoding: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One message of any channel of a segment, as stored (what recovery copies)."""
+
+    topic: str
+    message_encoding: str
+    schema: SchemaInfo | None
+    metadata: dict[str, str]
+    data: bytes
+    log_time_ns: int
+    publish_time_ns: int
+    sequence: int
+
+
+@dataclass(frozen=True)
 class Record:
     """One recorded message: its wire topic, the parts after the topic, the recorder's wall
     clock when it arrived (`log_time_ns`) and the message's own wall time (`publish_time_ns`:
@@ -260,10 +297,27 @@ def _decode_parts(data: bytes, path: Path, offset: int) -> tuple[bytes, ...] | N
 
 
 def iter_segment(path: str | Path, scan: SegmentScan | None = None) -> Iterator[Record]:
-    """Yield the records of one segment in the order they were written; fills `scan`."""
+    """Yield the rtseg records of one segment in the order they were written (other channels,
+    e.g. the Foxglove ones, are left out); fills `scan`."""
+    path = Path(path)
+    scan = scan if scan is not None else SegmentScan(path)
+    for raw in iter_raw(path, scan):
+        if raw.message_encoding != MESSAGE_ENCODING:
+            continue
+        parts = _decode_parts(raw.data, scan.path, scan.bytes_read)
+        if parts is None:
+            continue
+        scan.records += 1
+        yield Record(raw.topic, parts, raw.log_time_ns, raw.publish_time_ns, raw.sequence)
+
+
+def iter_raw(path: str | Path, scan: SegmentScan | None = None) -> Iterator[RawRecord]:
+    """Yield every message of one segment, of every channel, in the order written; fills
+    `scan` (but `scan.records`, which counts rtseg records: iter_segment's)."""
     path = Path(path)
     scan = scan if scan is not None else SegmentScan(path)
     channels: dict[int, Channel] = {}
+    schemas: dict[int, SchemaInfo] = {}
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -308,10 +362,11 @@ def iter_segment(path: str | Path, scan: SegmentScan | None = None) -> Iterator[
                     scan.bad_chunks += 1
                     log.warning("%s: chunk at byte %d is damaged (%s); its record is skipped", path, offset, e)
                     continue
-            elif opcode in (Opcode.CHANNEL, Opcode.MESSAGE):
+            elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.MESSAGE):
                 try:
                     stream = ReadDataStream(io.BytesIO(body))
-                    inner = [Channel.read(stream) if opcode == Opcode.CHANNEL else Message.read(stream, length)]
+                    inner = [Schema.read(stream) if opcode == Opcode.SCHEMA else
+                             Channel.read(stream) if opcode == Opcode.CHANNEL else Message.read(stream, length)]
                 except Exception as e:
                     scan.bad_chunks += 1
                     log.warning("%s: record at byte %d is damaged (%s); skipped", path, offset, e)
@@ -322,15 +377,15 @@ def iter_segment(path: str | Path, scan: SegmentScan | None = None) -> Iterator[
             else:
                 continue
             for rec in inner:
-                if isinstance(rec, Channel):
+                if isinstance(rec, Schema):
+                    schemas[rec.id] = SchemaInfo(rec.name, rec.encoding, bytes(rec.data))
+                elif isinstance(rec, Channel):
                     channels[rec.id] = rec
                 elif isinstance(rec, Message):
                     channel = channels.get(rec.channel_id)
-                    if channel is None or channel.message_encoding != MESSAGE_ENCODING:
+                    if channel is None:
                         continue
-                    parts = _decode_parts(rec.data, path, offset)
-                    if parts is None:
-                        continue
-                    scan.records += 1
-                    yield Record(channel.topic, parts, rec.log_time, rec.publish_time, rec.sequence)
+                    yield RawRecord(channel.topic, channel.message_encoding, schemas.get(channel.schema_id),
+                                    dict(channel.metadata), bytes(rec.data), rec.log_time, rec.publish_time,
+                                    rec.sequence)
         scan.bytes_read = size

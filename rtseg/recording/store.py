@@ -24,6 +24,7 @@ from rtseg.recording.segment import (
     SegmentScan,
     SegmentWriter,
     fsync_dir,
+    iter_raw,
     iter_segment,
 )
 
@@ -152,9 +153,9 @@ def recover_parts(directory: Path, *, keep: Iterable[Path] = (), beat: Callable[
         scan = SegmentScan(part)
         writer = SegmentWriter(final, part_path=tmp, fsync_interval_s=3600)
         try:
-            for rec in iter_segment(part, scan):
-                writer.write(rec.topic, rec.parts, log_time_ns=rec.log_time_ns,
-                             publish_time_ns=rec.publish_time_ns, sequence=rec.sequence)
+            for rec in iter_raw(part, scan):  # every channel: rtseg's and the Foxglove ones
+                writer.write_raw(rec.topic, rec.message_encoding, rec.schema, rec.data, log_time_ns=rec.log_time_ns,
+                                 publish_time_ns=rec.publish_time_ns, sequence=rec.sequence, metadata=rec.metadata)
                 if writer.records % 500 == 0:
                     beat()
         except RecordingError:
@@ -170,7 +171,7 @@ def recover_parts(directory: Path, *, keep: Iterable[Path] = (), beat: Callable[
         writer.close({"recovered_from": part.name, "incomplete_tail_bytes": str(scan.tail_bytes)})
         part.unlink()
         fsync_dir(directory)
-        log.warning("recovered %s -> %s: %d complete record(s)%s", part.name, final.name, scan.records,
+        log.warning("recovered %s -> %s: %d complete record(s)%s", part.name, final.name, writer.records,
                     f", {scan.tail_bytes} byte(s) of a torn last record dropped" if scan.tail_bytes else "")
         recovered.append(final)
     return recovered

@@ -26,7 +26,8 @@ from rtseg.sources.synthetic import SyntheticScene, SyntheticSource, parse_bool
 from rtseg.sources.webcam import WebcamSource
 
 __all__ = [
-    "Frame", "FrameSource", "SourceError", "SourceLost", "open_source", "source_kind", "redact_url",
+    "Frame", "FrameSource", "SourceError", "SourceLost", "file_source_path", "open_source", "source_kind",
+    "redact_url",
     "scrub", "SyntheticScene", "SyntheticSource", "VideoFileSource", "ImageFolderSource",
     "NetworkSource", "WebcamSource",
 ]
@@ -63,6 +64,13 @@ def _split_file_url(text: str) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise SourceError(f"unknown option(s) {sorted(unknown)} in {text!r}; file sources know: realtime, fps")
     return Path(path), opts
+
+
+def file_source_path(url: str) -> Path | None:
+    """The video file or image folder a file source string names (options stripped, and
+    checked); None for webcams, network streams and synthetic sources."""
+    text = str(url).strip()
+    return _split_file_url(text)[0] if source_kind(text) == "file" else None
 
 
 def open_source(

@@ -71,6 +71,7 @@ class View:
     frame: np.ndarray
     objects: tuple[DecodedObject, ...]
     selected: int | None = None
+    capture_wall_ns: int | None = None  # the shown frame's (or, on the canvas, the masks') capture wall clock
 
     @property
     def width(self) -> int:
@@ -190,7 +191,7 @@ class Feed:
 
     def __init__(self, camera: str, pub: str, *, ring: str | None = None, frame_buffer: int = 30,
                  style: OverlayStyle = OverlayStyle(), curve: Any = None, context: zmq.Context | None = None,
-                 stale_s: float = 1.0) -> None:
+                 stale_s: float = 1.0, cluster: bool = False) -> None:
         self.camera = camera
         self.pub = pub
         self.ring = ring
@@ -219,8 +220,9 @@ class Feed:
         self._started_s = time.monotonic()
         topics = (MASKS, STATUS, PROMPT) if ring else (MASKS, STATUS, PROMPT, FRAME)
         # created here so that a bad endpoint fails in the caller; used only by the messages thread
-        self._subscriber = Subscriber(pub, cameras=[camera], topics=topics, curve=curve, decode_masks=False,
-                                      context=context)
+        # cluster: `pub` is the directory of `rtseg cluster`; the subscriber follows the camera
+        self._subscriber = Subscriber(None if cluster else pub, cameras=[camera], topics=topics, curve=curve,
+                                      decode_masks=False, context=context, cluster=pub if cluster else None)
         self._threads = [threading.Thread(target=self._guard, args=(self._messages_loop,), name="view-messages",
                                           daemon=True),
                          threading.Thread(target=self._guard, args=(self._compose_loop,), name="view-compose",
@@ -454,5 +456,6 @@ class Feed:
         else:
             base = blank_canvas(masks.message.width, masks.message.height)  # type: ignore[union-attr]
         image = draw_overlay(base, objects, self.style, selected) if objects else base
+        wall_ns = frame.capture_wall_ns if frame is not None else masks.message.capture_wall_ns  # type: ignore[union-attr]
         return View(0, None if frame is None else frame.index, None if masks is None else masks.index,
-                    frame is not None and masks is not None, image, base, tuple(objects), selected)
+                    frame is not None and masks is not None, image, base, tuple(objects), selected, wall_ns)

@@ -59,8 +59,9 @@ class PromptSender:
     """Owns a Controller in its own thread; `send()` never blocks."""
 
     def __init__(self, endpoint: str, *, timeout_s: float = 3.0, curve: Any = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, cluster: bool = False) -> None:
         self.endpoint = endpoint
+        self.cluster = cluster  # endpoint is the directory of `rtseg cluster`
         self._timeout_s = timeout_s
         self._curve = curve
         self._context = context
@@ -90,7 +91,8 @@ class PromptSender:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        ctl = Controller(self.endpoint, timeout=self._timeout_s, curve=self._curve, context=self._context)
+        ctl = Controller(None if self.cluster else self.endpoint, timeout=self._timeout_s, curve=self._curve,
+                         context=self._context, cluster=self.endpoint if self.cluster else None)
         try:
             while True:
                 request = self._requests.get()

@@ -44,6 +44,7 @@ class ViewerOptions:
     fps: float = 30.0
     mask_alpha: float = 0.45
     curve: Any = None  # rtseg.security.CurveClient
+    cluster: bool = False  # pub and control are the directory of `rtseg cluster` (--cluster)
 
 
 def connectable(endpoint: str) -> str:
@@ -56,19 +57,14 @@ def connectable(endpoint: str) -> str:
 
 
 def _curve_client(client_key: Path | None, server_key: Path | None, curve_required: bool) -> Any:
-    if client_key is None and server_key is None:
-        if curve_required:
-            raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
-                              "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
-                              "create them with `rtseg keys`)")
-        return None
-    if client_key is None or server_key is None:
-        raise ViewerError("CURVE needs both a client secret key and the server's public key "
-                          f"(got client key {client_key}, server key {server_key})")
+    if client_key is None and server_key is None and curve_required:
+        raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
+                          "(viewer.client_key / viewer.server_key, or --client-key / --server-key; "
+                          "create them with `rtseg keys`)")
     from rtseg.security import CurveClient, CurveKeyError
 
     try:
-        return CurveClient.from_files(client_key, server_key)
+        return CurveClient.from_options(client_key, server_key)
     except (CurveKeyError, OSError) as e:
         raise ViewerError(f"cannot load CURVE keys: {e}") from None
 
@@ -123,9 +119,12 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
             cfg = load_config(args.config)
         except ConfigError as e:
             raise ViewerError(f"invalid config:\n{e}") from None
-    pub = args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
-    control = None if args.view_only else (args.control or (connectable(cfg.network.control) if cfg else
-                                                             DEFAULT_CONTROL))
+    cluster = getattr(args, "cluster", None)
+    pub = cluster or args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
+    control = None if args.view_only else (cluster or args.control or (
+        connectable(cfg.network.control) if cfg else DEFAULT_CONTROL))
+    if cluster and not (args.camera or cfg):
+        raise ViewerError("--cluster needs --camera (see `rtseg cluster status`)")
     v = cfg.viewer if cfg else None
     curve = _curve_client(args.client_key or (v.client_key if v else None),
                           args.server_key or (v.server_key if v else None), bool(cfg and cfg.security.curve))
@@ -158,7 +157,7 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
     if fps <= 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
     return ViewerOptions(camera=camera, pub=pub, control=control, ring=ring, frame_buffer=frame_buffer, fps=fps,
-                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve)
+                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve, cluster=bool(cluster))
 
 
 def _ask_camera(control: str | None, curve: Any) -> str:
@@ -194,10 +193,11 @@ def build_viewer(options: ViewerOptions, context: Any = None) -> Any:
 
     guard_bool_refcounts()  # PySide6 6.12.0 + Python 3.11 would abort after a few thousand signals
     feed = Feed(options.camera, options.pub, ring=options.ring, frame_buffer=options.frame_buffer,
-                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context).start()
+                style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context,
+                cluster=options.cluster).start()
     sender = None
     if options.control:
-        sender = PromptSender(options.control, curve=options.curve, context=context).start()
+        sender = PromptSender(options.control, curve=options.curve, context=context, cluster=options.cluster).start()
     label = f"ring {options.ring}" if options.ring else f"JPEG frames from {options.pub}"
     return ViewerWindow(feed, sender, options.camera, fps=options.fps, source_label=label)
 
@@ -224,8 +224,9 @@ def release_qt() -> None:
 
 def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None = None,
                heartbeat: Any = None) -> int:
-    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 5 times
-    a second); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
+    """Show the window until it is closed (exit 0) or `should_stop()` says so (asked 20 times
+    a second: a signal handler runs only between Python calls, so this also bounds how long
+    Ctrl-C or SIGTERM waits); beat `heartbeat` (a multiprocessing Value 'd') with time.time() meanwhile."""
     from pyqtgraph.Qt import QtCore, QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], "-name", "rtseg"])
@@ -245,7 +246,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
     beat()
     timer = QtCore.QTimer()
     timer.timeout.connect(beat)
-    timer.start(200)
+    timer.start(50)
     app.exec()
     timer.stop()
     return EXIT_OK
@@ -253,7 +254,7 @@ def run_viewer(options: ViewerOptions, *, should_stop: Callable[[], bool] | None
 
 def viewer_main(cfg: Config, ring_names: dict[str, str], stop_event: Any, heartbeat: Any, log_queue: Any) -> None:
     """Entry point of the viewer process of `rtseg run`: beats `heartbeat` (time.time(),
-    five times a second), closes when `stop_event` is set, exits 0 when the window closes
+    20 times a second), closes when `stop_event` is set, exits 0 when the window closes
     (the supervisor then stops the pipeline) and 2 when it cannot start."""
     setup_child_logging(log_queue, cfg.log_level)
     terminated = threading.Event()

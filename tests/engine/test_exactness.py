@@ -32,7 +32,7 @@ from tests.helpers.exactness import compare
 
 N_FRAMES = 26
 IMAGE_SIZE = 256
-TOL = 1e-4  # DESIGN.md: float32 noise is ~5e-7; a pointer window of 8 instead of 16 shows as ~9e-4
+TOL = 1e-4  # CPU float32 noise is ~5e-7 (1 vs 2 threads); a pointer window of 8 instead of 16 shows as ~9e-4
 CAMERAS = {"a": 0, "b": 1, "c": 2}  # camera -> seed of its clip
 
 # (frame, camera, obj_id, prompt); prompt None: remove the object after that frame's masks.

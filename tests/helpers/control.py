@@ -17,6 +17,7 @@ from rtseg.pipeline.control import (
     REQUEST_TYPES,
     ControlServer,
     ValidatedRequest,
+    check_frame_index,
     prompt_reply,
     status_reply,
 )
@@ -98,6 +99,7 @@ class FakeHandler:
         if self.fail_with is not None:
             raise self.fail_with
         if req.type in PROMPT_TYPES:
+            check_frame_index(req.camera, req.frame_index, LATEST)
             self.objects[req.camera].add(req.obj_id)
             held = req.frame_index is not None and OLDEST_HELD <= req.frame_index <= LATEST
             return prompt_reply(frame_index=req.frame_index if held else LATEST,

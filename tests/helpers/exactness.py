@@ -86,7 +86,8 @@ def _official_object(official, folder, images, gt, obj_id, at, kwargs) -> dict[i
         official.add_new_mask(state, frame_idx=at, obj_id=obj_id, mask=gt[at][3])
     else:
         official.add_new_points_or_box(state, frame_idx=at, obj_id=obj_id, **kwargs)
-    return {f: masks[0, 0].float().cpu().numpy() for f, _, masks in official.propagate_in_video(state, start_frame_idx=at)}
+    frames = official.propagate_in_video(state, start_frame_idx=at)
+    return {f: masks[0, 0].float().cpu().numpy() for f, _, masks in frames}
 
 
 

@@ -6,9 +6,7 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,6 +18,7 @@ from rtseg.protocol import FrameMessage, MasksMessage, PromptEvent, StatusMessag
 from rtseg.pipeline.publisher import Publisher
 from rtseg.recording import SegmentWriter
 from rtseg.recording.store import new_segment_path
+from tests.helpers.messages import masks_of
 
 H, W = 48, 64
 
@@ -38,22 +37,18 @@ def masks_for(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W, 
 def masks_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W, noise: bool = False,
                   wall_ns: int | None = None) -> MasksMessage:
     masks = masks_for(frame_index, camera, h=h, w=w, noise=noise)
-    boxes = []
-    for m in masks:
-        ys, xs = np.nonzero(m)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if xs.size else [0, 0, 0, 0])
     now = time.monotonic_ns()
-    return MasksMessage.from_arrays(camera, frame_index, obj_ids=[1, 7], masks=masks, scores=[3.5, -0.5 + frame_index % 2],
-                                    boxes=np.asarray(boxes, np.float32), capture_ns=now - 5_000_000,
-                                    capture_wall_ns=wall_ns or time.time_ns(), processed_ns=now,
-                                    latency_ms={"track": 4.0})
+    return masks_of(camera, frame_index, {1: masks[0], 7: masks[1]}, scores=[3.5, -0.5 + frame_index % 2],
+                    capture_ns=now - 5_000_000, capture_wall_ns=wall_ns or time.time_ns(), processed_ns=now,
+                    latency_ms={"track": 4.0})
 
 
-def frame_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W) -> FrameMessage:
+def frame_message(frame_index: int, camera: str = "cam", *, h: int = H, w: int = W,
+                  wall_ns: int | None = None) -> FrameMessage:
     rgb = np.full((h, w, 3), 40, np.uint8)
     rgb[:, :, 2] = (frame_index * 7) % 256
     return FrameMessage.from_image(camera, frame_index, rgb, capture_ns=time.monotonic_ns() - 5_000_000,
-                                   capture_wall_ns=time.time_ns(), quality=95)
+                                   capture_wall_ns=wall_ns or time.time_ns(), quality=95)
 
 
 def prompt_event(frame_index: int, camera: str = "cam") -> PromptEvent:
@@ -79,7 +74,7 @@ def write_recording(folder: Path, frames: int, *, cameras=("cam",), with_frames:
         for cam in cameras:
             msgs = [masks_message(i, cam, wall_ns=t0 + i * step_ns)]
             if with_frames:
-                msgs.append(frame_message(i, cam))
+                msgs.append(frame_message(i, cam, wall_ns=t0 + i * step_ns))
             if i == 2:
                 msgs.append(prompt_event(i, cam))
             for msg in msgs:
@@ -120,9 +115,10 @@ class PublishingThread(threading.Thread):
                         next_t = time.monotonic()
                         continue
                     self.idle.clear()
-                    pub.publish(masks_message(i, h=self.h, w=self.w, noise=self.noise))
+                    wall_ns = time.time_ns()  # a frame and its masks share the capture time, as in the segmenter
+                    pub.publish(masks_message(i, h=self.h, w=self.w, noise=self.noise, wall_ns=wall_ns))
                     if self.frames:
-                        pub.publish(frame_message(i, h=self.h, w=self.w))
+                        pub.publish(frame_message(i, h=self.h, w=self.w, wall_ns=wall_ns))
                     if i % 10 == 0:
                         pub.publish(StatusMessage(uptime_s=i / self.rate_hz, device="cpu"))
                     if i % 50 == 3:
@@ -145,34 +141,6 @@ class PublishingThread(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
-
-
-def start_cli(*args: str, log: Path) -> subprocess.Popen:
-    """`python -m rtseg.cli ARGS` as a real process, output into `log`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "rtseg.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
 
 
 @functools.lru_cache(maxsize=1)

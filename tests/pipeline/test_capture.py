@@ -8,8 +8,7 @@ import queue
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,13 @@ import pytest
 
 from rtseg.pipeline.capture import CaptureProcess, backoff_delay, run_capture
 from rtseg.config import CameraConfig, ReconnectConfig
-from rtseg.ring import RingReader, ring_segments, unlink_ring
+from rtseg.ring import RingReader, ring_segments
 from tests.helpers.rtsp_server import RtspServer, rtsp_server  # noqa: F401
 from tests.helpers.net import free_port
+from tests.helpers.procs import drain_queue
 
 CTX = mp.get_context("spawn")
 PASSWORD = "Sup3r-Secret!"
-
-
-@pytest.fixture
-def ring() -> Iterator[str]:
-    name = f"c-{uuid.uuid4().hex[:10]}"
-    yield name
-    left = ring_segments(name)
-    unlink_ring(name)
-    assert left == [], f"leaked shared memory: {left}"
 
 
 def camera(source: str, **kw: Any) -> CameraConfig:
@@ -123,12 +114,7 @@ def test_unreachable_camera_retries_then_gives_up_without_leaking_credentials(
         proc.process.join(10)
         assert proc.exitcode == 2
     assert [e["attempt"] for e in seen if e["event"] == "reconnecting"] == [1, 2, 3]
-    records = []
-    while True:
-        try:
-            records.append(logs.get(timeout=0.5).getMessage())
-        except queue.Empty:
-            break
+    records = [r.getMessage() for r in drain_queue(logs, 0.5)]
     out, err = capfd.readouterr()
     everything = "\n".join([repr(seen), state.message, *records, out, err])
     assert any("reconnecting attempt 3" in r for r in records)

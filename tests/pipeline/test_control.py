@@ -16,7 +16,7 @@ from rtseg.pipeline.control import (
     RequestError,
 )
 from rtseg.protocol import PROTOCOL_VERSION, encode_rle
-from tests.helpers.control import LATEST, OLDEST_HELD, H, W, FakeHandler, RawClient, request, serving
+from tests.helpers.control import LATEST, H, W, FakeHandler, RawClient, request, serving
 
 def valid_requests() -> list[dict[str, Any]]:
     mask = np.zeros((H, W), bool)
@@ -72,6 +72,16 @@ def test_prompt_on_a_frame_no_longer_held_goes_to_the_latest(served):
     reply = client.send(request("add_points", camera="cam", obj_id=1, points=[[1, 1]], labels=[0], frame_index=3))
     assert reply["ok"] and reply["frame_index"] == LATEST and reply["requested_frame_index"] == 3
     assert reply["applied_to"] == "latest"
+
+
+def test_prompt_on_a_frame_newer_than_the_latest_is_refused_naming_both(served):
+    handler, client, _ = served
+    reply = client.send(request("add_box", camera="cam", obj_id=1, box=[1, 1, 9, 9], frame_index=LATEST + 5))
+    assert not reply["ok"] and reply["error"]["code"] == "invalid_value" and reply["error"]["field"] == "frame_index"
+    assert f"frame_index {LATEST + 5} is newer than the latest tracked frame {LATEST} of camera 'cam'" in \
+        reply["error"]["message"]
+    assert handler.known_objects("cam") == set()  # nothing changed
+    assert client.send(request("add_box", camera="cam", obj_id=1, box=[1, 1, 9, 9], frame_index=LATEST))["ok"]
 
 
 def test_edges_of_the_frame_are_inside(served):
@@ -186,6 +196,20 @@ def test_bad_request_is_refused_and_never_reaches_the_handler(served, payload, c
     assert handler.calls == []
     assert client.send(request("list"))["ok"]  # and the server goes on
     assert server.stats[code] == 1
+
+
+@pytest.mark.parametrize(("payload", "type_", "id_"), [
+    (request("list", v=2, id=5), "list", 5),  # a bad version
+    (request("list", id=[1]), "list", None),  # a bad id is not echoed, the type is
+    (request("add_pointz", id="a"), "add_pointz", "a"),  # an unknown type, as sent
+    (request("list", id=1) | {"type": 7}, None, 1),  # not a string: nothing to echo
+    (request("list") | {"type": "x" * 65}, None, None),  # too long to echo
+    (request("list", camera="nope", id=2), "list", 2),
+])
+def test_an_error_reply_echoes_the_requests_type_whenever_it_had_one(served, payload, type_, id_):
+    _, client, _ = served
+    reply = client.send(payload)
+    assert reply["ok"] is False and (reply["type"], reply["id"]) == (type_, id_), reply
 
 
 def test_error_reply_echoes_type_and_id(served):

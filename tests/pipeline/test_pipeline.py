@@ -73,6 +73,9 @@ def test_prompted_object_streams_on_rising_frames(tmp_path, checkpoint):
         with Controller(pipe.control, timeout=20) as ctl:
             late = ctl.add_points("cam", 2, [[100, 60]], [1], frame_index=clicked)
             stale = ctl.add_box("cam", 3, [5, 5, 50, 50], frame_index=0)
+            with pytest.raises(ControlError, match=r"frame_index 99999 is newer than the latest tracked frame \d+ "
+                                                   r"of camera 'cam'"):
+                ctl.add_box("cam", 4, [5, 5, 50, 50], frame_index=99_999)
         assert (late["applied_to"], late["frame_index"]) == ("requested", clicked)
         assert stale["applied_to"] == "latest" and stale["frame_index"] >= clicked
         assert stale["obj_ids"] == [1, 2, 3]
@@ -133,6 +136,9 @@ def test_killed_segmenter_is_restarted_with_its_objects_and_shutdown_is_clean(tm
         pids = pipe.pids()
         run_id = pids["run_id"]
         assert shm_segments(run_id), "the capture ring should exist while running"
+        titles = {name: " ".join(psutil.Process(pid).cmdline()).strip() for name, pid in pids.items()
+                  if isinstance(pid, int) and name != "supervisor"}
+        assert titles == {"capture-cam": "rtseg: capture-cam", "segmenter": "rtseg: segmenter"}, titles  # ps, htop
         took = pipe.stop()
         assert pipe.proc.returncode == 0, pipe.output()
         assert took < 5.0, f"shutdown took {took:.1f} s"

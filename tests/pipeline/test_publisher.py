@@ -15,7 +15,7 @@ from rtseg.client import Masks, Subscriber
 from rtseg.config import FrameTopicConfig, NetworkConfig
 from rtseg.protocol import StatusMessage, pack, unpack
 from rtseg.pipeline.publisher import FrameRateLimiter, Publisher
-from tests.helpers.publishing import masks_message, warm_up
+from tests.helpers.publishing import drain, masks_message, warm_up
 
 
 def test_slow_subscriber_loses_only_its_own_messages(ctx):
@@ -76,8 +76,7 @@ def test_failed_serialization_leaves_nothing_on_the_wire(ctx):
     pub = Publisher("tcp://127.0.0.1:*", context=ctx)
     sub = Subscriber(pub.endpoint, cameras=["warm", "cam"], context=ctx)
     warm_up(pub, [sub])
-    while sub.recv(timeout=0.1) is not None:
-        pass
+    drain(sub, 0.1)
     raw = ctx.socket(zmq.SUB)
     raw.linger = 0
     raw.subscribe(b"masks.cam")
@@ -136,8 +135,7 @@ def test_seq_counts_per_topic_and_status_carries_stats(ctx):
     pub = Publisher("tcp://127.0.0.1:*", context=ctx)
     sub = Subscriber(pub.endpoint, topics=["masks", "status"], context=ctx)
     warm_up(pub, [sub])
-    while sub.recv(timeout=0.1) is not None:
-        pass
+    drain(sub, 0.1)
     pub.publish(masks_message("a"))
     pub.publish(masks_message("b"))
     pub.publish(masks_message("a"))

@@ -11,8 +11,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from rtseg.cli import main as cli
-from rtseg.recording.draw import davis_palette, object_color
-from tests.helpers.recording import H, W, masks_for, write_recording
+from rtseg.recording.draw import davis_palette
+from rtseg.view.overlay import object_color
+from rtseg.recording import SegmentWriter
+from rtseg.recording.store import new_segment_path
+from tests.helpers.recording import H, W, frame_message, masks_for, masks_message, write_recording
 
 
 def _recording(tmp_path, **kwargs):
@@ -47,6 +50,35 @@ def test_coco_loads_with_pycocotools_and_every_mask_is_the_recorded_one(tmp_path
             assert ann["area"] == want.sum()
         jpeg = out.parent / "coco_images" / image["file_name"]
         assert cv2.imread(str(jpeg)).shape == (H, W, 3)
+
+
+def test_coco_names_only_image_files_that_exist_and_says_where_frames_were_not_recorded(tmp_path, capsys):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    writer = SegmentWriter(new_segment_path(rec), fsync_interval_s=3600)
+    for i in range(4):
+        writer.write_message(masks_message(i))
+        if i % 2 == 1:  # frames at half the masks' rate, as a frame topic at a lower fps records them
+            writer.write_message(frame_message(i))
+    writer.close()
+    out = tmp_path / "coco.json"
+    assert cli(["export", str(rec), "--to", "coco", "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "4 images, 8 annotations, 2 JPEG frames" in captured.out
+    assert "note: 2 of 4 images have no file_name: their frames were not recorded" in captured.err
+    doc = json.loads(out.read_text())
+    named = {image["frame_index"]: image.get("file_name") for image in doc["images"]}
+    assert named == {0: None, 1: "cam/00000001.jpg", 2: None, 3: "cam/00000003.jpg"}
+    for name in filter(None, named.values()):
+        assert (tmp_path / doc["info"]["image_root"] / name).is_file()
+    assert doc["info"]["images_without_frame"] == 2
+
+    no_frames = tmp_path / "masks-only"
+    write_recording(no_frames, 3)
+    assert cli(["export", str(no_frames), "--to", "coco", "--out", str(out), "--no-progress"]) == 0
+    assert "3 of 3 images have no file_name" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert all("file_name" not in image for image in doc["images"]) and doc["info"]["image_root"] is None
 
 
 def test_davis_pngs_hold_object_ids_as_palette_indices(tmp_path):

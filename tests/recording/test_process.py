@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import multiprocessing as mp
 import os
-import queue
+import re
 import signal
 import threading
 import time
@@ -19,17 +20,10 @@ from rtseg.config import Config, RecorderConfig
 from rtseg.protocol import MasksMessage, PromptEvent, StatusMessage
 from rtseg.recording.recorder import Recorder, recorder_main
 from rtseg.recording import SegmentScan, iter_segment, list_segments, read_records
-from rtseg.recording.draw import object_color
+from rtseg.view.overlay import object_color
 from rtseg.recording.store import list_videos
-from tests.helpers.recording import (
-    PublishingThread,
-    can_mount,
-    masks_for,
-    start_cli,
-    stop_process,
-    tmpfs,
-    wait_for,
-)
+from tests.helpers.procs import assert_beating, drain_queue, start_cli, stop_child, stop_process, wait_for
+from tests.helpers.recording import PublishingThread, can_mount, masks_for, tmpfs
 
 
 def _masks(folder):
@@ -193,8 +187,9 @@ def test_retention_keeps_the_folder_under_its_size_limit(tmp_path):
     assert pub.ready.wait(10)
     rec_dir = tmp_path / "rec"
     limit = 300_000
+    # --no-foxglove: the sizes here assume rtseg records only (noise masks make big Foxglove polygons)
     proc = start_cli("record", "--pub", pub.endpoint, "--dir", str(rec_dir), "--segment-seconds", "0.3",
-                     "--retention-gb", str(limit / 1e9), log=tmp_path / "recorder.log")
+                     "--retention-gb", str(limit / 1e9), "--no-foxglove", log=tmp_path / "recorder.log")
     try:
         wait_for(lambda: "retention: deleted" in (tmp_path / "recorder.log").read_text(), 30, "a deletion")
         wait_for(lambda: len(_closed(rec_dir)) >= 2, 10, "closed segments")
@@ -251,27 +246,14 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
     proc = ctx.Process(target=recorder_main, args=(cfg, stop_event, heartbeat, log_queue), name="recorder")
     proc.start()
     try:
-        wait_for(lambda: heartbeat.value > 0, 30, "the first heartbeat")
+        assert_beating(heartbeat, proc)
         wait_for(lambda: _part_records(tmp_path / "rec") > 10, 20, "records")
-        beats = []
-        for _ in range(3):
-            time.sleep(0.4)
-            beats.append(heartbeat.value)
-        assert beats[0] < beats[1] < beats[2] and time.time() - beats[2] < 1.0
-        stop_event.set()
-        proc.join(10)
-        assert proc.exitcode == 0
+        assert stop_child(proc, stop_event) == 0
     finally:
-        if proc.is_alive():
-            proc.kill()
+        stop_child(proc, stop_event, 0)
         pub.stop()
     assert [p.suffix for p in list_segments(tmp_path / "rec")] == [".mcap"]  # closed on stop
-    logged = []
-    while True:
-        try:
-            logged.append(log_queue.get(timeout=1).getMessage())
-        except queue.Empty:
-            break
+    logged = [r.getMessage() for r in drain_queue(log_queue)]
     assert any("recording masks/prompt/status" in m for m in logged)
     assert any(isinstance(r.message(), PromptEvent) for r in read_records(tmp_path / "rec"))
 
@@ -303,3 +285,32 @@ def test_a_second_recorder_on_the_same_folder_is_refused(tmp_path):
     finally:
         stop.set()
         t.join(10)
+
+
+def test_the_recorder_warns_naming_the_endpoint_when_nothing_arrives(tmp_path, caplog):
+    assert Recorder(RecorderConfig(directory=tmp_path / "x"), "tcp://127.0.0.1:1").silence_warning_s == 10.0
+    pub = PublishingThread(rate_hz=20)
+    pub.start()
+    pub.ready.wait(10)
+    stop = threading.Event()
+    recorder = Recorder(RecorderConfig(directory=tmp_path / "rec"), pub.endpoint, silence_warning_s=0.6)
+    t = threading.Thread(target=recorder.run, args=(stop.is_set,))
+    with caplog.at_level(logging.INFO, logger="rtseg.recording.recorder"):
+        t.start()
+        try:
+            wait_for(lambda: recorder.segment is not None and recorder.segment.records > 5, 20, "records")
+            time.sleep(1.0)  # arriving: no warning
+            assert "nothing has arrived" not in caplog.text
+            pub.pause()
+            wait_for(lambda: "nothing has arrived" in caplog.text, 10, "the warning")
+            time.sleep(1.0)
+            warning = [r.getMessage() for r in caplog.records if "nothing has arrived" in r.getMessage()]
+            assert len(warning) == 1, warning  # once per silence
+            assert re.fullmatch(rf"nothing has arrived from {re.escape(pub.endpoint)} for \d+ s: is a segmenter "
+                                r"running and publishing there \(its network.pub\)\? Still waiting.", warning[0])
+            pub.resume()
+            wait_for(lambda: "messages arrive again" in caplog.text, 10, "the all-clear")
+        finally:
+            stop.set()
+            t.join(10)
+            pub.stop()

@@ -8,7 +8,8 @@ import numpy as np
 
 from rtseg.client import FrameImage, Masks, Subscriber
 from rtseg.protocol import PromptEvent
-from tests.helpers.recording import masks_for, start_cli, stop_process, write_recording
+from tests.helpers.procs import start_cli, stop_process
+from tests.helpers.recording import masks_for, write_recording
 from tests.helpers.net import free_port
 
 

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +21,12 @@ from rtseg.sources import Frame
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def name() -> Iterator[str]:
-    """A ring name of this test only; the test fails if any of its segments is left over."""
-    ring = f"t-{uuid.uuid4().hex[:10]}"
-    yield ring
-    left = ring_segments(ring)
-    unlink_ring(ring)
-    assert left == [], f"leaked shared memory: {left}"
-
-
 def frame(i: int, w: int = 32, h: int = 24) -> Frame:
     return Frame.now(np.full((h, w, 3), i % 256, np.uint8), "cam", i)
 
 
-def test_latest_and_next_semantics(name: str) -> None:
-    with RingWriter(name, slots=4, source_id="cam7") as writer, RingReader(name) as reader:
+def test_latest_and_next_semantics(ring: str) -> None:
+    with RingWriter(ring, slots=4, source_id="cam7") as writer, RingReader(ring) as reader:
         assert reader.latest(0) is None and reader.next(0) is None
         for i in range(3):
             writer.write(frame(i))
@@ -86,8 +75,8 @@ def test_reads_never_go_back_and_count_every_skipped_frame(slots: int, bursts: l
     assert ring_segments(ring) == []
 
 
-def test_resolution_change_starts_a_generation_readers_follow(name: str) -> None:
-    with RingWriter(name, slots=3) as writer, RingReader(name) as reader:
+def test_resolution_change_starts_a_generation_readers_follow(ring: str) -> None:
+    with RingWriter(ring, slots=3) as writer, RingReader(ring) as reader:
         writer.write(frame(0, 32, 24))
         assert reader.next(0).frame.image.shape == (24, 32, 3)
         writer.write(frame(1, 32, 24))
@@ -95,11 +84,11 @@ def test_resolution_change_starts_a_generation_readers_follow(name: str) -> None
         got = reader.next(0)
         assert (got.seq, got.generation, got.frame.width, got.frame.height, got.missed) == (2, 2, 64, 48, 1)
         assert reader.source_state().generation == 2 and reader.source_state().width == 64
-        assert len(ring_segments(name)) == 2, "the old generation's pixels are removed"
+        assert len(ring_segments(ring)) == 2, "the old generation's pixels are removed"
 
 
-def test_end_of_stream_is_seen_after_the_last_frame(name: str) -> None:
-    with RingWriter(name) as writer, RingReader(name) as reader:
+def test_end_of_stream_is_seen_after_the_last_frame(ring: str) -> None:
+    with RingWriter(ring) as writer, RingReader(ring) as reader:
         for i in range(3):
             writer.write(frame(i))
         reader.next(0)
@@ -113,8 +102,8 @@ def test_end_of_stream_is_seen_after_the_last_frame(name: str) -> None:
         assert reader.ended and reader.source_state().status == "ended"
 
 
-def test_waiting_reader_wakes_when_a_frame_arrives(name: str) -> None:
-    with RingWriter(name) as writer, RingReader(name) as reader:
+def test_waiting_reader_wakes_when_a_frame_arrives(ring: str) -> None:
+    with RingWriter(ring) as writer, RingReader(ring) as reader:
         t0 = time.monotonic()
         assert reader.latest(0.3) is None
         assert 0.28 <= time.monotonic() - t0 < 1.0
@@ -125,9 +114,9 @@ def test_waiting_reader_wakes_when_a_frame_arrives(name: str) -> None:
         timer.join()
 
 
-def test_status_round_trip_and_one_writer_per_name(name: str) -> None:
-    writer = RingWriter(name)
-    with RingReader(name) as reader:
+def test_status_round_trip_and_one_writer_per_name(ring: str) -> None:
+    writer = RingWriter(ring)
+    with RingReader(ring) as reader:
         assert reader.source_state().status == "starting"
         writer.set_status("reconnecting", attempt=3, message="no answer from 10.0.0.9:554", fps=12.5)
         state = reader.source_state()
@@ -136,23 +125,23 @@ def test_status_round_trip_and_one_writer_per_name(name: str) -> None:
         assert state.writer_alive and state.writer_pid == os.getpid() and state.heartbeat_age_s < 5
         with pytest.raises(ValueError, match="unknown status 'sleeping'"):
             writer.set_status("sleeping")
-        with pytest.raises(RingError, match=rf"ring '{name}' already has a live writer \(pid {os.getpid()}\)"):
-            RingWriter(name)
+        with pytest.raises(RingError, match=rf"ring '{ring}' already has a live writer \(pid {os.getpid()}\)"):
+            RingWriter(ring)
         writer.close()
         assert reader.source_state().status == "stopped" and not reader.source_state().writer_alive
-    with pytest.raises(RingError, match=f"reader of ring '{name}' is closed"):
+    with pytest.raises(RingError, match=f"reader of ring '{ring}' is closed"):
         reader.latest(0)
 
 
-def test_missing_ring_is_explained_and_wait_s_waits_for_it(name: str) -> None:
-    with pytest.raises(RingError, match=rf"no ring '{name}' in shared memory .*start the capture process"):
-        RingReader(name)
+def test_missing_ring_is_explained_and_wait_s_waits_for_it(ring: str) -> None:
+    with pytest.raises(RingError, match=rf"no ring '{ring}' in shared memory .*start the capture process"):
+        RingReader(ring)
     with pytest.raises(RingError, match="ring name 'bad name!' is not valid"):
         RingReader("bad name!")
     box: list[RingWriter] = []
-    timer = threading.Timer(0.3, lambda: box.append(RingWriter(name)))
+    timer = threading.Timer(0.3, lambda: box.append(RingWriter(ring)))
     timer.start()
-    with RingReader(name, wait_s=5) as reader:
+    with RingReader(ring, wait_s=5) as reader:
         assert reader.source_state().status == "starting"
     timer.join()
     box[0].close()
@@ -190,13 +179,13 @@ def _python(code: str, *args: object, **kw: object) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 
 
-def test_no_torn_frames_under_a_flooding_writer_process(name: str) -> None:
+def test_no_torn_frames_under_a_flooding_writer_process(ring: str) -> None:
     """2 slots and a writer in another process writing as fast as it can: every copy the
     reader keeps must be one whole frame (all pixels equal index % 251)."""
-    writer = _python(_WRITER, name, 640, 480)
+    writer = _python(_WRITER, ring, 640, 480)
     try:
         assert writer.stdout.readline().strip() == "READY"
-        with RingReader(name) as reader:
+        with RingReader(ring) as reader:
             checked = 0
             t0 = time.monotonic()
             while checked < 300 and time.monotonic() - t0 < 20:
@@ -208,12 +197,12 @@ def test_no_torn_frames_under_a_flooding_writer_process(name: str) -> None:
     finally:
         writer.kill()
         writer.communicate()
-    unlink_ring(name)
+    unlink_ring(ring)
 
 
-def test_reader_processes_leave_the_writers_segments_alone(name: str) -> None:
-    with RingWriter(name, slots=8) as writer:
-        readers = [_python(_READER, name, 5) for _ in range(2)]
+def test_reader_processes_leave_the_writers_segments_alone(ring: str) -> None:
+    with RingWriter(ring, slots=8) as writer:
+        readers = [_python(_READER, ring, 5) for _ in range(2)]
         for i in range(200):
             writer.write(frame(i))
             time.sleep(0.005)
@@ -223,15 +212,15 @@ def test_reader_processes_leave_the_writers_segments_alone(name: str) -> None:
         assert [r.returncode for r in readers] == [0, 0], outs
         assert all(err == "" for _, err in outs), f"reader processes warned: {outs}"
         time.sleep(0.3)  # what a resource tracker would do after its processes exit
-        assert len(ring_segments(name)) == 2, "a reader process removed the writer's segments"
+        assert len(ring_segments(ring)) == 2, "a reader process removed the writer's segments"
         writer.write(frame(999))
-    assert ring_segments(name) == []
+    assert ring_segments(ring) == []
 
 
-def test_killed_writer_reads_as_lost_and_is_reclaimed(name: str) -> None:
-    writer = _python(_WRITER, name, 64, 48)
+def test_killed_writer_reads_as_lost_and_is_reclaimed(ring: str) -> None:
+    writer = _python(_WRITER, ring, 64, 48)
     assert writer.stdout.readline().strip() == "READY"
-    reader = RingReader(name)
+    reader = RingReader(ring)
     assert reader.next(2) is not None and reader.source_state().status == "connected"
     os.kill(writer.pid, signal.SIGKILL)
     time.sleep(0.2)  # not reaped yet: a zombie must read as gone too
@@ -241,9 +230,9 @@ def test_killed_writer_reads_as_lost_and_is_reclaimed(name: str) -> None:
     t0 = time.monotonic()
     assert reader.latest(0.6) is None and time.monotonic() - t0 < 2
     writer.communicate()
-    assert len(ring_segments(name)) == 2
-    # a new writer of the same name takes over; the old reader follows it by itself
-    with RingWriter(name) as successor:
+    assert len(ring_segments(ring)) == 2
+    # a new writer of the same ring takes over; the old reader follows it by itself
+    with RingWriter(ring) as successor:
         successor.write(frame(5))
         got = reader.latest(3)
         assert got is not None and got.frame.index == 5 and got.seq == 0 and got.generation == 2
@@ -251,27 +240,27 @@ def test_killed_writer_reads_as_lost_and_is_reclaimed(name: str) -> None:
     reader.close()
 
 
-def test_cleanup_stale_removes_only_dead_writers_rings(name: str) -> None:
-    other = f"{name}-live"
-    writer = _python(_WRITER, name, 64, 48)
+def test_cleanup_stale_removes_only_dead_writers_rings(ring: str) -> None:
+    other = f"{ring}-live"
+    writer = _python(_WRITER, ring, 64, 48)
     assert writer.stdout.readline().strip() == "READY"
     with RingWriter(other) as live:
         live.write(frame(0))
         writer.send_signal(signal.SIGKILL)
         writer.communicate()
-        assert len(ring_segments(name)) == 2
+        assert len(ring_segments(ring)) == 2
         removed = cleanup_stale()
-        assert name in removed and other not in removed
-        assert ring_segments(name) == [] and len(ring_segments(other)) == 2
+        assert ring in removed and other not in removed
+        assert ring_segments(ring) == [] and len(ring_segments(other)) == 2
 
 
-def test_generations_keep_increasing_for_a_reader_across_writers(name: str) -> None:
-    first = RingWriter(name)
-    reader = RingReader(name)
+def test_generations_keep_increasing_for_a_reader_across_writers(ring: str) -> None:
+    first = RingWriter(ring)
+    reader = RingReader(ring)
     first.write(frame(0))
     assert reader.latest(1).generation == 1
     first.close()  # a clean stop removes the segments; the next writer counts from 1 again
-    with RingWriter(name) as second:
+    with RingWriter(ring) as second:
         second.write(frame(0, 64, 48))
         got = reader.latest(3)
         assert got is not None and got.frame.width == 64
@@ -279,15 +268,15 @@ def test_generations_keep_increasing_for_a_reader_across_writers(name: str) -> N
     reader.close()
 
 
-def test_half_created_header_is_left_to_its_creator_then_reclaimed(name: str) -> None:
+def test_half_created_header_is_left_to_its_creator_then_reclaimed(ring: str) -> None:
     from rtseg.ring.layout import header_segment, open_segment
 
-    shm = open_segment(header_segment(name), 4096)  # a header whose writer has not finished it
+    shm = open_segment(header_segment(ring), 4096)  # a header whose writer has not finished it
     shm.close()
     with pytest.raises(RingError, match="being created by another process right now"):
-        RingWriter(name)
-    assert cleanup_stale(min_age_s=60) == [] and len(ring_segments(name)) == 1
-    assert name in cleanup_stale(min_age_s=0)
+        RingWriter(ring)
+    assert cleanup_stale(min_age_s=60) == [] and len(ring_segments(ring)) == 1
+    assert ring in cleanup_stale(min_age_s=0)
 
 
 def test_bench_ring_tool_runs() -> None:
