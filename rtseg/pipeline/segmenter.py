@@ -294,7 +294,7 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
                                    history=cfg.segmenter.recent_frames, precision=precision,
                                    compile=cfg.engine.compile, objects=cfg.engine.object_capacity,
-                                   prompts=cfg.engine.prompt_capacity)
+                                   prompts=cfg.engine.prompt_capacity, chunk=cfg.engine.object_chunk)
         for cam in cfg.cameras
     }
     return preds, str(device)
