@@ -49,7 +49,7 @@ def test_frame_result_shapes(checkpoint, clip):
     assert r2.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
-@pytest.mark.timeout(900)  # ~60 s on two idle cores; several times that when the machine is shared
+@pytest.mark.timeout(1800)  # ~60 s on two idle cores; 949 s measured at a load average of ~18
 def test_memory_is_bounded_on_a_long_stream(checkpoint, clip):
     frames, _ = clip
     pred = build(checkpoint)
