@@ -42,6 +42,23 @@ class ModelConfig(StrictModel):
         return v
 
 
+class EngineConfig(StrictModel):
+    """How the engine computes (README: "Device and precision", "Hole filling") and runs its
+    per-frame step (README: "The streaming engine")."""
+
+    # auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on 7.x, else fp32; fp32 on the CPU
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    fill_holes: bool = True  # fill mask holes <= 8 low-res px as sam2 does; off: masks differ from sam2's
+    # compile the per-frame step: off | default (torch.compile) | graphs (CUDA graphs; on the CPU
+    # the same as default). Compiling takes minutes at the first frame and after a capacity grows.
+    compile: Literal["off", "default", "graphs"] = "off"
+    object_capacity: int = Field(default=4, ge=1)  # objects per camera before its memory doubles
+    prompt_capacity: int = Field(default=1, ge=1)  # prompted frames per object before they double
+    # objects per batch of the step; None: all of a camera's objects in one batch (what a GPU wants;
+    # on the CPU 1 was faster: README "Measured (CPU)")
+    object_chunk: int | None = Field(default=None, ge=1)
+
+
 class ReconnectConfig(StrictModel):
     """Exponential backoff for a lost camera: initial_s, then *factor, capped at max_s. Between
     attempts a network camera is probed every probe_s (a TCP connect, nothing decoded): the
@@ -209,6 +226,11 @@ class SegmenterConfig(StrictModel):
     # `every`: before the first frame, wait this long for a masks subscriber (recorder, viewer,
     # client) so the start of a file is not published to nobody; 0 starts at once
     wait_for_subscriber_s: float = Field(default=10.0, ge=0)
+    # frames of cameras that are ready together go through the image encoder as one batch
+    # (at most max_batch); a late camera is waited for at most batch_wait_s (0: never)
+    batch_cameras: bool = False
+    max_batch: int = Field(default=8, ge=1)
+    batch_wait_s: float = Field(default=0.0, ge=0)
 
 
 class FrameTopicConfig(StrictModel):
@@ -322,6 +344,7 @@ class ClusterConfig(StrictModel):
 class Config(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
     segmenter: SegmenterConfig = SegmenterConfig()
     network: NetworkConfig = NetworkConfig()
     security: SecurityConfig = SecurityConfig()

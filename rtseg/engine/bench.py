@@ -8,9 +8,16 @@ with a box at frame 0. Reported per run:
 - first mask: from the start to the masks of frame 0. The official predictor must first
   load the whole clip (`init_state`, also reported on its own); rtseg tracks frame 0 and
   takes the prompts.
-- per-frame latency of frames 1.. after `--warmup` frames: rtseg's `track()`, the official's
-  time between two yields of `propagate_in_video`. Both include copying the frame's mask
-  logits to the host. FPS is frames over the sum of those latencies.
+- per-frame latency of frames 1.. after `--warmup` frames. Both predictors do the same work
+  in it: they start from the decoded frame on the host (HxWx3 uint8 RGB; decoding the JPEG is
+  not timed) and end with every object's boolean mask at source resolution on the host.
+  rtseg: `track()` (upload, resize, normalise, the batched step, masks, boxes, scores, one
+  host copy), or `track_cameras` for several cameras (one image-encoder batch). The official
+  predictor: sam2's own loader steps for that frame (PIL resize, /255, upload, normalise, as
+  `init_state` does them) written into its state, the next yield of `propagate_in_video`,
+  then `logits > 0` copied to the host. With `--cameras K` both run K streams (official: K
+  inference states) and a step covers one frame of each. FPS is frames (of all cameras) over
+  the sum of those latencies.
 - peak memory growth over the loaded models: CUDA `max_memory_allocated`; on the CPU the
   process RSS sampled every 10 ms (a lower bound on the true peak, and the allocator may
   reuse memory freed by an earlier run). Not measured with `--interleave`, which alternates
@@ -21,11 +28,13 @@ with a box at frame 0. Reported per run:
 
 Timings use real checkpoints from --checkpoint-dir when present, else random weights whose
 object-score head says "present" (so both predictors do the work of real objects; the masks
-themselves are meaningless). On CUDA both run under bf16 autocast, as sam2's examples do.
+themselves are meaningless). Both run with the precision production uses (`--precision`,
+default auto: bf16 on GPUs with native bf16, fp32 on the CPU), under one autocast context
+held for the whole run, as the segmenter holds one for its loop, and both fill mask holes
+the same way (rtseg.engine.holes; sam2's extension where it loads).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import gc
@@ -42,9 +51,13 @@ import cv2
 import numpy as np
 import psutil
 import torch
+from PIL import Image
 
+from rtseg.engine import holes
 from rtseg.engine.build import build_sam2_video_model
+from rtseg.engine.cameras import track_cameras
 from rtseg.engine.models import ModelSpec
+from rtseg.engine.precision import Precision
 from rtseg.engine.predictor import StreamingPredictor
 from rtseg.sources.synthetic import SyntheticScene
 
@@ -58,6 +71,7 @@ MIB = 1 << 20
 class RunResult:
     model: str
     objects: int
+    cameras: int
     predictor: str  # "rtseg" | "official"
     device: str
     image_size: int
@@ -75,7 +89,7 @@ class RunResult:
 
     @property
     def fps(self) -> float:
-        return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
+        return 1000.0 * self.cameras * len(self.latencies_ms) / sum(self.latencies_ms)
 
     @property
     def p50_ms(self) -> float:
@@ -156,8 +170,9 @@ def _official_state_nbytes(state: dict) -> int:
     return total
 
 
-def _host_copy(logits: torch.Tensor) -> np.ndarray:
-    return logits.float().cpu().numpy()
+def _host_masks(logits: torch.Tensor) -> np.ndarray:
+    """What rtseg's track() hands over: every object's boolean mask, on the host."""
+    return (logits > 0).cpu().numpy()
 
 
 # ----------------------------------------------------------------------- clip
@@ -206,77 +221,107 @@ def write_forced_checkpoint(spec: ModelSpec, path: Path, image_size: int | None,
 
 # ----------------------------------------------------------------------- runs
 class RtsegRun:
-    """rtseg on one clip: `start()` tracks frame 0 and prompts, `step(i)` tracks frame i."""
+    """rtseg, one predictor per camera: `start()` tracks frame 0 and prompts, `step(i)` tracks frame i."""
 
     name = "rtseg"
 
-    def __init__(self, pred: StreamingPredictor, clip: Clip, objects: int, device: torch.device):
-        self.pred, self.clip, self.objects, self.clock = pred, clip, objects, Clock(device)
+    def __init__(self, preds: list[StreamingPredictor], clip: Clip, objects: int, device: torch.device):
+        self.preds, self.clip, self.objects, self.clock = preds, clip, objects, Clock(device)
         self.latencies_ms: list[float] = []
 
+    def _track(self, frame: np.ndarray) -> None:
+        if len(self.preds) == 1:
+            self.preds[0].track(frame)
+        else:
+            track_cameras([(pred, frame) for pred in self.preds])
+
     def start(self) -> None:
-        self.pred.reset()
+        for pred in self.preds:
+            pred.reset()
         start = self.clock()
-        self.pred.track(self.clip.frame(0))
-        for obj_id in range(1, self.objects + 1):
-            self.pred.add_prompt(obj_id, box=self.clip.boxes[obj_id])
+        self._track(self.clip.frame(0))
+        for pred in self.preds:
+            for obj_id in range(1, self.objects + 1):
+                pred.add_prompt(obj_id, box=self.clip.boxes[obj_id])
         self.first_mask_s = self.clock() - start
-        self.after_prompt = self.pred.state_nbytes()
+        self.after_prompt = sum(pred.state_nbytes() for pred in self.preds)
 
     def step(self, i: int) -> None:
         frame = self.clip.frame(i)  # decoding is not the predictor's work
         t0 = self.clock()
-        self.pred.track(frame)
+        self._track(frame)
         self.latencies_ms.append(1000 * (self.clock() - t0))
 
     def finish(self) -> dict:
-        state = self.pred.state_nbytes()
-        self.pred.reset()
+        state = sum(pred.state_nbytes() for pred in self.preds)
+        for pred in self.preds:
+            pred.reset()
         return dict(first_mask_s=self.first_mask_s, init_state_s=None, latencies_ms=self.latencies_ms,
                     state_bytes_after_prompt=self.after_prompt, state_bytes=state, video_bytes=0)
 
 
 class OfficialRun:
-    """sam2's SAM2VideoPredictor: `start()` loads the clip, prompts and yields frame 0; `step` the next frame."""
+    """sam2's SAM2VideoPredictor, one inference state per camera: `start()` loads the clip, prompts
+    and yields frame 0; `step` the next frame of every camera."""
 
     name = "official"
 
-    def __init__(self, official, clip: Clip, objects: int, device: torch.device):
+    def __init__(self, official, clip: Clip, objects: int, device: torch.device, cameras: int = 1):
         self.official, self.clip, self.objects, self.clock = official, clip, objects, Clock(device)
+        self.cameras = cameras
         self.latencies_ms: list[float] = []
 
     def start(self) -> None:
         start = self.clock()
-        self.state = self.official.init_state(str(self.clip.folder))
+        self.states = [self.official.init_state(str(self.clip.folder)) for _ in range(self.cameras)]
         self.init_state_s = self.clock() - start
-        for obj_id in range(1, self.objects + 1):
-            self.official.add_new_points_or_box(self.state, frame_idx=0, obj_id=obj_id, box=self.clip.boxes[obj_id])
-        self.after_prompt = _official_state_nbytes(self.state)
-        self.frames = self.official.propagate_in_video(self.state)
-        _host_copy(next(self.frames)[2])  # frame 0: the prompted masks, after encoding their memory
+        dev = self.states[0]["images"].device
+        self._mean = torch.tensor((0.485, 0.456, 0.406), device=dev)[:, None, None]  # init_state's defaults
+        self._std = torch.tensor((0.229, 0.224, 0.225), device=dev)[:, None, None]
+        for state in self.states:
+            for obj_id in range(1, self.objects + 1):
+                self.official.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=self.clip.boxes[obj_id])
+        self.after_prompt = sum(_official_state_nbytes(state) for state in self.states)
+        self.frames = [self.official.propagate_in_video(state) for state in self.states]
+        for frames in self.frames:
+            _host_masks(next(frames)[2])  # frame 0: the prompted masks, after encoding their memory
         self.first_mask_s = self.clock() - start
 
     def step(self, i: int) -> None:
+        frame = self.clip.frame(i)  # decoding is not the predictor's work
         t0 = self.clock()
-        frame_idx, _, logits = next(self.frames)
-        _host_copy(logits)
+        for state, frames in zip(self.states, self.frames):
+            with torch.inference_mode():  # init_state made the images under inference mode
+                state["images"][i] = self._load(frame, state)  # the frame as init_state would have loaded it
+            frame_idx, _, logits = next(frames)
+            _host_masks(logits)
+            assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
         self.latencies_ms.append(1000 * (self.clock() - t0))
-        assert frame_idx == i, f"official predictor yielded frame {frame_idx}, expected {i}"
+
+    def _load(self, frame: np.ndarray, state: dict) -> torch.Tensor:
+        """sam2.utils.misc's loading of one frame, from the decoded image: PIL resize, /255, normalise."""
+        size = self.official.image_size
+        img = torch.from_numpy(np.array(Image.fromarray(frame).resize((size, size))) / 255.0).permute(2, 0, 1)
+        img = img.float().to(state["images"].device, non_blocking=True)
+        return (img - self._mean) / self._std
 
     def finish(self) -> dict:
-        self.frames.close()
+        for frames in self.frames:
+            frames.close()
         result = dict(first_mask_s=self.first_mask_s, init_state_s=self.init_state_s, latencies_ms=self.latencies_ms,
-                      state_bytes_after_prompt=self.after_prompt, state_bytes=_official_state_nbytes(self.state),
-                      video_bytes=_tensor_nbytes(self.state["images"]))
-        del self.state, self.frames
+                      state_bytes_after_prompt=self.after_prompt,
+                      state_bytes=sum(_official_state_nbytes(state) for state in self.states),
+                      video_bytes=sum(_tensor_nbytes(state["images"]) for state in self.states))
+        del self.states, self.frames
         return result
 
 
-def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> list[dict]:
+def measure(runs: list, frames: int, device: torch.device, interleave: bool, precision: Precision) -> list[dict]:
     """Run each of `runs` over frames 0..frames-1: one after the other, each with its own peak
-    memory, or interleaved frame by frame (background load then hits both alike; no memory peak)."""
+    memory, or interleaved frame by frame (background load then hits both alike; no memory peak).
+    One autocast context per run, as the segmenter holds one for its loop."""
     if interleave:
-        with _autocast(device):
+        with precision.autocast():
             for run in runs:
                 run.start()
             for i in range(1, frames):
@@ -286,7 +331,7 @@ def measure(runs: list, frames: int, device: torch.device, interleave: bool) -> 
                     for run in runs]
     results = []
     for run in runs:
-        with PeakMemory(device) as mem, _autocast(device):
+        with PeakMemory(device) as mem, precision.autocast():
             run.start()
             for i in range(1, frames):
                 run.step(i)
@@ -298,14 +343,8 @@ def _tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.device,
-                ckpt_tmp: Path) -> list[RunResult]:
+                ckpt_tmp: Path, precision: Precision) -> list[RunResult]:
     from sam2.build_sam import build_sam2_video_predictor
 
     ckpt = args.checkpoint_dir / spec.checkpoint_file
@@ -316,52 +355,58 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
                     "masks are meaningless, the work is the same", ckpt, spec.name)
         ckpt = write_forced_checkpoint(spec, ckpt_tmp / spec.checkpoint_file, args.image_size)
         weights = "random (object head forced present)"
-    pred = StreamingPredictor.build(spec.name, checkpoint=ckpt, device=str(device), image_size=args.image_size)
+    model = build_sam2_video_model(spec, ckpt, device, args.image_size)
     overrides = [f"++model.image_size={args.image_size}"] if args.image_size else []
     official = build_sam2_video_predictor(spec.hydra_config, ckpt_path=str(ckpt), device=str(device),
                                           hydra_overrides_extra=overrides)
-    official.fill_hole_area = pred.model.fill_hole_area  # same post-processing (off without sam2's CUDA extension)
+    assert official.fill_hole_area == model.fill_hole_area  # the same post-processing (holes.py)
 
-    def runs(clip_: Clip, objects: int) -> list:
-        return [RtsegRun(pred, clip_, objects, device), OfficialRun(official, clip_, objects, device)]
+    def runs(clip_: Clip, objects: int, cameras: int) -> list:
+        # capacity = the object count: the step does no padding work
+        preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision,
+                                    chunk=args.chunk) for _ in range(cameras)]
+        return [RtsegRun(preds, clip_, objects, device), OfficialRun(official, clip_, objects, device, cameras)]
 
-    # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
-    # selection, allocator growth) that would otherwise count against whichever runs first.
-    measure(runs(warm, 1), warm.frames, device, args.interleave)
-    results = []
-    for n in args.objects:
-        log.info("bench %s, %d object(s), %d frames%s", spec.name, n, clip.frames,
-                 ", interleaved" if args.interleave else "")
-        timed = runs(clip, n)
-        for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave)):
-            numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
-            results.append(RunResult(model=spec.name, objects=n, predictor=run.name, device=str(device),
-                                     image_size=pred.image_size, frames=clip.frames, warmup=args.warmup,
-                                     weights=weights, **numbers))
-            print(format_table(results[-1:], header=False), flush=True)
-    del pred, official
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    with holes.official_predictor_fills_everywhere():
+        # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
+        # selection, allocator growth) that would otherwise count against whichever runs first.
+        measure(runs(warm, 1, 1), warm.frames, device, args.interleave, precision)
+        results = []
+        for k in args.cameras:
+            for n in args.objects:
+                log.info("bench %s, %d camera(s) x %d object(s), %d frames%s", spec.name, k, n, clip.frames,
+                         ", interleaved" if args.interleave else "")
+                timed = runs(clip, n, k)
+                for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave, precision)):
+                    numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
+                    results.append(RunResult(model=spec.name, objects=n, cameras=k, predictor=run.name,
+                                             device=str(device), image_size=int(model.image_size),
+                                             frames=clip.frames, warmup=args.warmup, weights=weights, **numbers))
+                    print(format_table(results[-1:], header=False), flush=True)
     return results
 
 
 # ---------------------------------------------------------------------- output
-COLUMNS = ("model", "obj", "predictor", "init_state s", "first mask s", "FPS", "p50 ms", "p99 ms",
-           "peak mem MiB", "state MiB", "video MiB")
+COLUMNS = ("model", "cams", "obj", "predictor", "init_state s", "first mask s", "FPS", "x official", "p50 ms",
+           "p99 ms", "peak mem MiB", "state MiB", "video MiB")
 
 
 def format_table(results: list[RunResult], header: bool = True) -> str:
     rows = [COLUMNS] if header else []
+    official = {(r.model, r.cameras, r.objects): r.fps for r in results if r.predictor == "official"}
     for r in results:
-        rows.append((r.model, str(r.objects), r.predictor,
+        base = official.get((r.model, r.cameras, r.objects))
+        rows.append((r.model, str(r.cameras), str(r.objects), r.predictor,
                      "-" if r.init_state_s is None else f"{r.init_state_s:.2f}", f"{r.first_mask_s:.2f}",
-                     f"{r.fps:.2f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}",
+                     f"{r.fps:.2f}", "-" if base is None else f"{r.fps / base:.2f}", f"{r.p50_ms:.0f}",
+                     f"{r.p99_ms:.0f}",
                      "-" if r.peak_mem_bytes is None else f"{r.peak_mem_bytes / MIB:.0f}",
                      f"{r.state_bytes / MIB:.2f}", f"{r.video_bytes / MIB:.0f}" if r.video_bytes else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in rows)
+    lines = []
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
 
 
 def machine_info(device: torch.device) -> dict:
@@ -371,4 +416,5 @@ def machine_info(device: torch.device) -> dict:
             "sam2": importlib.metadata.version("sam2"), "loadavg_1_5_15": os.getloadavg()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info

@@ -31,6 +31,7 @@ from rtseg.config import Config
 from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
                                     prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
+from rtseg.engine.cameras import track_cameras
 from rtseg.pipeline.auto_prompt import ADDED, KeyframeSearch, match_boxes, select_new
 from rtseg.pipeline.prompt_log import PromptLog
 from rtseg.pipeline.reporter import ObjectReporter
@@ -117,6 +118,8 @@ class Segmenter:
 
     def step(self, timeout_s: float = 0.05) -> int:
         """Track at most one new frame per camera; returns how many frames were processed."""
+        if self.cfg.segmenter.batch_cameras:
+            return self._step_batched(timeout_s)
         done = 0
         per_cam_timeout = timeout_s / max(1, len(self.cams))
         for pipe in self.cams.values():
@@ -124,14 +127,47 @@ class Segmenter:
             if rf is None or rf.frame.index <= pipe.published.value:  # none, or published before a restart
                 continue
             pipe.published.value = rf.frame.index  # first: a kill now leaves a gap, never a repeat
-            self._track(pipe, rf)
+            t0 = time.monotonic_ns()
+            self._publish(pipe, rf, pipe.predictor.track(rf.frame.image), t0)
             done += 1
         return done
 
-    def _track(self, pipe: CameraPipeline, rf) -> None:
+    def _step_batched(self, timeout_s: float) -> int:
+        """segmenter.batch_cameras: the cameras with a frame ready go through the image encoder
+        together (max_batch at a time); a late camera is waited for at most batch_wait_s."""
+        seg = self.cfg.segmenter
+        ready = self._ready_frames(0.0)
+        if not ready:  # nothing yet: wait as the unbatched loop does, until one camera has a frame
+            for name, pipe in self.cams.items():
+                if (rf := self._read(pipe, timeout_s / max(1, len(self.cams)))) is not None:
+                    ready = {name: rf, **self._ready_frames(0.0, skip=(name,))}
+                    break
+        if ready and seg.batch_wait_s > 0 and len(ready) < len(self.cams):
+            ready.update(self._ready_frames(seg.batch_wait_s, skip=ready))
+        batch = [(self.cams[name], rf) for name, rf in ready.items()
+                 if rf.frame.index > self.cams[name].published.value]  # not published before a restart
+        for pipe, rf in batch:
+            pipe.published.value = rf.frame.index  # first: a kill now leaves a gap, never a repeat
+        for i in range(0, len(batch), seg.max_batch):
+            chunk = batch[i:i + seg.max_batch]
+            t0 = time.monotonic_ns()
+            results = track_cameras([(pipe.predictor, rf.frame.image) for pipe, rf in chunk])
+            for (pipe, rf), result in zip(chunk, results):
+                self._publish(pipe, rf, result, t0)
+        return len(batch)
+
+    def _ready_frames(self, wait_s: float, skip=()) -> dict:
+        """A frame from every camera not in `skip` that has one within wait_s (all cameras together)."""
+        deadline = time.monotonic() + wait_s
+        frames = {}
+        for name, pipe in self.cams.items():
+            if name not in skip and (rf := self._read(pipe, max(0.0, deadline - time.monotonic()))) is not None:
+                frames[name] = rf
+        return frames
+
+    def _publish(self, pipe: CameraPipeline, rf, result, t0: int) -> None:
+        """Bookkeeping and the masks (and frame) messages of a tracked frame (tracking began at t0)."""
         frame = rf.frame
-        t0 = time.monotonic_ns()
-        result = pipe.predictor.track(frame.image)
         pipe.engine_index[frame.index] = result.frame_index
         while len(pipe.engine_index) > pipe.predictor.window.history:
             pipe.engine_index.popitem(last=False)
@@ -355,36 +391,46 @@ class Segmenter:
                     source_attempt=attempt,
                     source_message=message,
                 )
-        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(), publisher=self.publisher.stats(),
+        return StatusMessage(cameras=cams, gpu_memory=gpu_memory(self.device_name), publisher=self.publisher.stats(),
                              device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
 
     def publish_status(self) -> None:
         self.publisher.publish(self.status_message())
 
 
-def gpu_memory() -> dict | None:
+def gpu_memory(device: str) -> dict | None:
+    """Memory counters of the GPU the engine runs on (`cuda:N`); None when it runs on the CPU."""
+    if not device.startswith("cuda"):
+        return None
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    return {"allocated_bytes": torch.cuda.memory_allocated(), "peak_bytes": torch.cuda.max_memory_allocated(),
-            "reserved_bytes": torch.cuda.memory_reserved()}
+    return {"allocated_bytes": torch.cuda.memory_allocated(device),
+            "peak_bytes": torch.cuda.max_memory_allocated(device),
+            "reserved_bytes": torch.cuda.memory_reserved(device)}
 
 
 def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPredictor], str]:
-    """One model shared by one StreamingPredictor per camera."""
+    """One model shared by one StreamingPredictor per camera, on the configured device and precision."""
+    import torch
+
     from rtseg.engine.build import build_sam2_video_model, resolve_device
     from rtseg.engine.models import model_spec
+    from rtseg.engine.precision import choose_precision
 
     device = resolve_device(cfg.model.device)
+    if device.type == "cuda":  # before building: sam2's caches and CUDA streams land on the current GPU
+        torch.cuda.set_device(device)
     model = build_sam2_video_model(model_spec(cfg.model.name), None if checkpoint is None else Path(checkpoint),
-                                   device, cfg.model.image_size)
+                                   device, cfg.model.image_size, fill_holes=cfg.engine.fill_holes)
+    precision = choose_precision(cfg.engine.precision, device)
     if device.type == "cpu" and model.image_size > 512:
         log.warning("SAM 2 at image_size %d on the CPU takes seconds per frame; for a quick look set "
                     "model.image_size: 256 (configs/demo-cpu.yaml), for real use run on a GPU", model.image_size)
     preds = {
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
-                                   history=cfg.segmenter.recent_frames)
+                                   history=cfg.segmenter.recent_frames, precision=precision,
+                                   compile=cfg.engine.compile, objects=cfg.engine.object_capacity,
+                                   prompts=cfg.engine.prompt_capacity, chunk=cfg.engine.object_chunk)
         for cam in cfg.cameras
     }
     return preds, str(device)
@@ -445,16 +491,14 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
 
 
 def _build(cfg: Config, checkpoint: str | None) -> tuple[dict[str, StreamingPredictor], str]:
+    from rtseg.engine.build import DeviceError
     from rtseg.engine.checkpoints import CheckpointError
+    from rtseg.engine.precision import PrecisionError
 
     try:
         return build_predictors(cfg, checkpoint)
-    except CheckpointError as e:
+    except (CheckpointError, DeviceError, PrecisionError) as e:  # a device torch cannot use, a bad checkpoint
         raise FatalError(str(e)) from None
-    except RuntimeError as e:
-        if "CUDA" not in str(e):
-            raise
-        raise FatalError(str(e)) from None  # device: cuda on a machine without one
 
 
 def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, ring_names: dict[str, str],
@@ -480,16 +524,20 @@ def _serve(cfg: Config, predictors: dict[str, StreamingPredictor], device: str, 
             raise FatalError(str(e)) from None
         log.info("segmenter ready on %s: %s, cameras %s", device, cfg.model.name, list(ring_names))
         pulse.segmenter = seg
-        if on_ready is not None:
-            on_ready(publisher.endpoint, control.endpoint)
-        if consumer:
-            wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
-        while not stop_event.is_set():
-            if heartbeat is not None:
-                heartbeat.value = time.time()
-            with pulse.working():
-                processed = seg.step(timeout_s=0.02)
-                control.poll_once(0 if processed else 5)
+        # one autocast context for the loop's life (prompts are applied in this thread too): its
+        # cache of low-precision weights then lives as long as the loop, not one frame
+        precision = next(iter(predictors.values())).precision
+        with precision.autocast():
+            if on_ready is not None:
+                on_ready(publisher.endpoint, control.endpoint)
+            if consumer:
+                wait_for_subscriber(publisher, cfg.segmenter.wait_for_subscriber_s, stop_event, heartbeat, control)
+            while not stop_event.is_set():
+                if heartbeat is not None:
+                    heartbeat.value = time.time()
+                with pulse.working():
+                    processed = seg.step(timeout_s=0.02)
+                    control.poll_once(0 if processed else 5)
     finally:
         pulse.segmenter = None
         for pipe in seg.cams.values() if seg is not None else ():

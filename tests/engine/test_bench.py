@@ -8,7 +8,7 @@ import pytest
 from rtseg.cli import main
 
 
-@pytest.mark.parametrize("mode", [[], ["--interleave"]], ids=["sequential", "interleaved"])
+@pytest.mark.parametrize("mode", [[], ["--interleave", "--cameras", "2"]], ids=["sequential", "interleaved-2-cameras"])
 def test_bench_runs_both_predictors_and_writes_sane_numbers(tmp_path, capsys, mode):
     out = tmp_path / "bench.json"
     argv = ["bench", "--image-size", "128", "--frames", "3", "--warmup", "0", "--objects", "1",
@@ -17,7 +17,9 @@ def test_bench_runs_both_predictors_and_writes_sane_numbers(tmp_path, capsys, mo
     runs = {r["predictor"]: r for r in json.loads(out.read_text())["results"]}
     assert sorted(runs) == ["official", "rtseg"]
     for name, r in runs.items():
-        assert (r["model"], r["objects"], r["image_size"], r["frames"]) == ("sam2.1_hiera_t", 1, 128, 3), name
+        cameras = 2 if mode else 1
+        assert (r["model"], r["objects"], r["cameras"], r["image_size"], r["frames"]) == \
+            ("sam2.1_hiera_t", 1, cameras, 128, 3), name
         assert len(r["latencies_ms"]) == 2 and min(r["latencies_ms"]) > 0, name
         assert r["fps"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["first_mask_s"] > 0, name
         assert r["state_bytes"] > 0, name
@@ -28,7 +30,7 @@ def test_bench_runs_both_predictors_and_writes_sane_numbers(tmp_path, capsys, mo
     assert runs["official"]["init_state_s"] > 0 and runs["official"]["video_bytes"] > 0
     assert runs["rtseg"]["init_state_s"] is None
     table = capsys.readouterr().out
-    assert "official" in table and "rtseg" in table and "p99 ms" in table
+    assert "official" in table and "rtseg" in table and "p99 ms" in table and "x official" in table
 
 
 def test_bench_rejects_too_few_frames_with_a_clear_message(caplog):

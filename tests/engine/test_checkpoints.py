@@ -35,7 +35,7 @@ def reference(tmp_path_factory):
 
 def _first_frame_result(pred: StreamingPredictor, frame: np.ndarray):
     pred.track(frame)
-    return pred.add_prompt(1, points=[[60, 45], [20, 20]], labels=[1, 0])
+    return pred.add_prompt(1, points=[[60, 45], [20, 20]], labels=[1, 0], logits=True)
 
 
 def test_official_format_file_loads_the_same_weights(reference):

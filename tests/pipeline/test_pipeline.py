@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 import psutil
 import pytest
+import torch
 import zmq
 
 from rtseg.client import ControlError, Controller, Subscriber
@@ -183,8 +184,8 @@ def test_two_cameras_share_one_segmenter(tmp_path, checkpoint):
             ctl.add_points("left", 1, [[40, 40]], [1])
             ctl.add_box("right", 7, [10, 10, 60, 60])
             listed = ctl.list()["cameras"]
-        assert listed == {"left": {"obj_ids": [1], "frame_size": [120, 160]},
-                          "right": {"obj_ids": [7], "frame_size": [96, 128]}}
+        assert listed == {"left": {"obj_ids": [1], "frame_size": [120, 160], "zones": []},
+                          "right": {"obj_ids": [7], "frame_size": [96, 128], "zones": []}}
         left = next_masks(sub, want=lambda m: m.camera == "left" and m.obj_ids == [1])
         right = next_masks(sub, want=lambda m: m.camera == "right" and m.obj_ids == [7])
         assert left.masks.shape == (1, 120, 160) and right.masks.shape == (1, 96, 128)
@@ -262,10 +263,13 @@ def test_operator_flow_run_with_viewer_and_recorder_prompt_stop_export(tmp_path,
     assert all(decode_rle(a["segmentation"]).sum() == a["area"] > 0 for a in anns)
 
 
-def test_cuda_requested_without_a_gpu_stops_at_once_with_the_reason(tmp_path, checkpoint):
-    cfg = write_config(tmp_path, checkpoint, extra={"model": {"device": "cuda"}})
+def test_a_gpu_this_host_lacks_stops_at_once_with_the_reason(tmp_path, checkpoint):
+    # cuda:N one past the GPUs torch sees: no GPU on a CPU-only host, one too many on a GPU host
+    missing = f"cuda:{torch.cuda.device_count()}"
+    cfg = write_config(tmp_path, checkpoint, extra={"model": {"device": missing}})
     with Pipeline(cfg) as pipe:
         assert pipe.proc.wait(90) != 0
         out = pipe.output()
-    assert "CUDA is not available" in out and "use device 'cpu' or 'auto'" in out
+    assert f"device '{missing}' requested but" in out
+    assert ("no NVIDIA GPU" in out and "model.device: cpu" in out) or "usable GPU(s): cuda:0.." in out
     assert "restarting" not in out, "a missing GPU is not worth restarting for"
