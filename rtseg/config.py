@@ -54,8 +54,8 @@ class EngineConfig(StrictModel):
     compile: Literal["off", "default", "graphs"] = "off"
     object_capacity: int = Field(default=4, ge=1)  # objects per camera before its memory doubles
     prompt_capacity: int = Field(default=1, ge=1)  # prompted frames per object before they double
-    # objects per batch of the step; None: all of a camera's objects in one batch (what a GPU wants;
-    # on the CPU 1 was faster: README "Measured (CPU)")
+    # objects per batch of the step; None (auto): all of a camera's objects in one batch on a GPU,
+    # one at a time on the CPU, where batching measured slower (README "Measured (CPU)")
     object_chunk: int | None = Field(default=None, ge=1)
 
 

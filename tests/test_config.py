@@ -84,3 +84,14 @@ def test_state_dir_defaults_to_one_folder_per_config_name(tmp_path, monkeypatch)
     b = tmp_path / "own.yaml"
     b.write_text(GOOD + "supervisor:\n  state_dir: /srv/rtseg\n")
     assert str(load_config(b).supervisor.state_dir) == "/srv/rtseg"
+
+
+def test_object_chunk_is_chosen_per_device_unless_set():
+    """Unset, the segmenter batches all objects on a GPU and runs them one at a time on the CPU
+    (where batching measured slower); a configured value wins everywhere."""
+    from rtseg.pipeline.segmenter import object_chunk
+
+    auto = parse_config("cameras: [{id: c, source: 'synthetic://64x48'}]")
+    assert (object_chunk(auto, "cpu"), object_chunk(auto, "cuda:1")) == (1, None)
+    set4 = parse_config("cameras: [{id: c, source: 'synthetic://64x48'}]\nengine: {object_chunk: 4}")
+    assert (object_chunk(set4, "cpu"), object_chunk(set4, "cuda:0")) == (4, 4)

@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compile rtseg's per-frame step: off | default | graphs (CUDA graphs); "
                              "--compile alone means default (default: off)")
     parser.add_argument("--chunk", type=int, default=None,
-                        help="rtseg: objects per batch of the step (default: all in one batch)")
+                        help="rtseg: objects per batch of the step (default: as `rtseg run` chooses it, "
+                             "all in one batch on a GPU, one at a time on the CPU)")
     parser.add_argument("--device", type=_device, default="cpu", help="cpu, auto, cuda or cuda:N (default: cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="as engine.precision in a config (default: auto: bf16 on GPUs with native bf16, "

@@ -343,6 +343,14 @@ def _tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def default_chunk(chunk: int | None, device: torch.device) -> int | None:
+    """--chunk, or what `rtseg run` uses when engine.object_chunk is unset (one place for the
+    rule: rtseg.engine.predictor.auto_chunk)."""
+    from rtseg.engine.predictor import auto_chunk
+
+    return chunk if chunk is not None else auto_chunk(device)
+
+
 def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.device,
                 ckpt_tmp: Path, precision: Precision) -> list[RunResult]:
     from sam2.build_sam import build_sam2_video_predictor
@@ -364,7 +372,7 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
     def runs(clip_: Clip, objects: int, cameras: int) -> list:
         # capacity = the object count: the step does no padding work
         preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision,
-                                    chunk=args.chunk) for _ in range(cameras)]
+                                    chunk=default_chunk(args.chunk, device)) for _ in range(cameras)]
         return [RtsegRun(preds, clip_, objects, device), OfficialRun(official, clip_, objects, device, cameras)]
 
     with holes.official_predictor_fills_everywhere():

@@ -430,10 +430,17 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
         cam.id: StreamingPredictor(model, max_corrections=cfg.model.max_corrections,
                                    history=cfg.segmenter.recent_frames, precision=precision,
                                    compile=cfg.engine.compile, objects=cfg.engine.object_capacity,
-                                   prompts=cfg.engine.prompt_capacity, chunk=cfg.engine.object_chunk)
+                                   prompts=cfg.engine.prompt_capacity, chunk=object_chunk(cfg, device))
         for cam in cfg.cameras
     }
     return preds, str(device)
+
+
+def object_chunk(cfg: Config, device: Any) -> int | None:
+    """engine.object_chunk, or when unset the device's choice (rtseg.engine.predictor.auto_chunk)."""
+    from rtseg.engine.predictor import auto_chunk
+
+    return cfg.engine.object_chunk if cfg.engine.object_chunk is not None else auto_chunk(device)
 
 
 def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, str], stop_event: Any,
