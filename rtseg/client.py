@@ -26,6 +26,7 @@ from rtseg.protocol import (
     TOPIC_KINDS,
     FrameMessage,
     MasksMessage,
+    ObjectEvent,
     PromptEvent,
     ProtocolError,
     StatusMessage,
@@ -64,6 +65,7 @@ class Masks:
     skipped_total: int
     skipped_since_last: int
     message: MasksMessage  # the wire message (RLE masks) as received
+    states: tuple[str | None, ...] = ()  # lifecycle state per object (tracking, occluded, ...)
 
     @classmethod
     def from_message(cls, msg: MasksMessage, received_ns: int, decode: bool = True) -> Masks:
@@ -78,7 +80,7 @@ class Masks:
                    np.asarray([o.score for o in msg.objects], np.float32),
                    np.asarray([o.area for o in msg.objects], np.int64), msg.width, msg.height, msg.capture_ns,
                    msg.capture_wall_ns, msg.processed_ns, msg.published_ns, received_ns, msg.latency_ms,
-                   msg.skipped_total, msg.skipped_since_last, msg)
+                   msg.skipped_total, msg.skipped_since_last, msg, tuple(o.state for o in msg.objects))
 
     def mask_of(self, obj_id: int) -> np.ndarray:
         if obj_id not in self.obj_ids:
@@ -99,11 +101,11 @@ class FrameImage:
     message: FrameMessage
 
 
-Received = Masks | FrameImage | StatusMessage | PromptEvent
+Received = Masks | FrameImage | StatusMessage | PromptEvent | ObjectEvent
 
 
 class Subscriber:
-    """Subscribe to `topics` ("masks", "frame", "prompt", "status") of `cameras` (None: all).
+    """Subscribe to `topics` ("masks", "frame", "prompt", "event", "status") of `cameras` (None: all).
     Iterating blocks and yields decoded results; `recv(timeout)` returns None on timeout.
     Messages lost on the way (slow reader, network) show up in `stats()["dropped"]`."""
 

@@ -7,6 +7,7 @@ is passed through to it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,110 @@ class ReconnectConfig(StrictModel):
     max_attempts: int | None = Field(default=None, ge=1)  # None: retry forever
 
 
+class LifecycleConfig(StrictModel):
+    """When an object counts as occluded, lost, back or gone (rtseg/pipeline/lifecycle.py).
+
+    Visible means SAM 2's object score is above `score_threshold`. Counting frames in a row
+    is the hysteresis: one noisy frame does not flap the state."""
+
+    score_threshold: float = 0.0
+    occluded_after_frames: int = Field(default=3, ge=1)  # not visible this many frames in a row -> occluded
+    visible_after_frames: int = Field(default=2, ge=1)  # visible this many in a row -> reacquired
+    reacquired_frames: int = Field(default=15, ge=1)  # reacquired shows this long, then tracking again
+    lost_after_s: float = Field(default=5.0, gt=0)  # occluded longer than this -> lost
+    remove_after_s: float | None = Field(default=None, gt=0)  # lost longer than this -> removed; None: never
+
+
+class ZoneConfig(StrictModel):
+    """A named polygon in source pixels; an object is inside when at least `min_overlap` of its
+    mask area is."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    polygon: list[tuple[float, float]] = Field(min_length=3)
+    min_overlap: float = Field(default=0.5, gt=0, le=1)
+    frames: int = Field(default=2, ge=1)  # inside (or outside) this many frames in a row to enter (leave)
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple_polygon(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for x, y in v:
+            if x < 0 or y < 0:
+                raise ValueError(f"polygon point {[x, y]} has a negative coordinate: points are source pixels")
+        crossing = self_intersection(v)
+        if crossing is not None:
+            i, j = crossing
+            raise ValueError(f"polygon is self-intersecting: edge {i} ({list(v[i])} -> {list(v[(i + 1) % len(v)])}) "
+                             f"crosses edge {j} ({list(v[j])} -> {list(v[(j + 1) % len(v)])}); list the points "
+                             f"in order around the area")
+        if abs(polygon_area(v)) == 0:
+            raise ValueError("polygon has no area (its points lie on one line)")
+        return v
+
+
+def polygon_area(points: list[tuple[float, float]]) -> float:
+    """Signed shoelace area."""
+    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True))
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def _segments_cross(p1, p2, q1, q2) -> bool:
+    d1, d2 = _cross(q1, q2, p1), _cross(q1, q2, p2)
+    d3, d4 = _cross(p1, p2, q1), _cross(p1, p2, q2)
+    if ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)) and 0 not in (d1, d2, d3, d4):
+        return True
+
+    def on(a, b, c) -> bool:  # c on segment a-b, given collinear
+        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+
+    return ((d1 == 0 and on(q1, q2, p1)) or (d2 == 0 and on(q1, q2, p2))
+            or (d3 == 0 and on(p1, p2, q1)) or (d4 == 0 and on(p1, p2, q2)))
+
+
+def self_intersection(points: list[tuple[float, float]]) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges (i, j) that touch or cross; None for a simple polygon."""
+    n = len(points)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue  # neighbours share a corner
+            if _segments_cross(points[i], points[(i + 1) % n], points[j], points[(j + 1) % n]):
+                return i, j
+    return None
+
+
+class CleanMasksConfig(StrictModel):
+    """Morphological clean-up of published masks (rtseg/pipeline/cleanup.py); 0 turns a step off.
+    SAM 2's own memory keeps the raw masks."""
+
+    remove_islands_px: int = Field(default=0, ge=0)  # drop connected pieces smaller than this
+    fill_holes_px: int = Field(default=0, ge=0)  # fill background holes smaller than this
+    open_px: int = Field(default=0, ge=0)  # opening with a square kernel of this size (removes specks, thin bits)
+    close_px: int = Field(default=0, ge=0)  # closing with a square kernel of this size (bridges thin gaps)
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.remove_islands_px, self.fill_holes_px, self.open_px, self.close_px))
+
+
+class AutoPromptConfig(StrictModel):
+    """Objects found without a click (rtseg/pipeline/auto_prompt.py). `boxes`: the `add_boxes`
+    control request is accepted (an external detector); `everything`: SAM 2's automatic mask
+    generator runs on a keyframe at start and every `interval_s`."""
+
+    mode: Literal["off", "boxes", "everything"] = "off"
+    max_objects: int = Field(default=8, ge=1)  # objects the camera may track; auto prompts stop there
+    match_iou: float = Field(default=0.3, gt=0, le=1)  # overlap with a tracked object at or above this: not new
+    interval_s: float = Field(default=30.0, gt=0)  # everything: seconds between keyframes
+    points_per_side: int = Field(default=16, ge=1, le=64)  # everything: grid of point prompts
+    points_per_batch: int = Field(default=64, ge=1)
+    pred_iou_thresh: float = Field(default=0.8, ge=0, le=1)
+    stability_score_thresh: float = Field(default=0.92, ge=0, le=1)
+    min_area_px: int = Field(default=64, ge=0)  # everything: smaller masks are not objects
+
+
 class CameraConfig(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     source: str
@@ -71,6 +176,33 @@ class CameraConfig(StrictModel):
     open_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
     reconnect: ReconnectConfig = ReconnectConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    clean_masks: CleanMasksConfig = CleanMasksConfig()
+    auto_prompt: AutoPromptConfig = AutoPromptConfig()
+
+    @model_validator(mode="after")
+    def _zones_fit(self) -> CameraConfig:
+        names = [z.name for z in self.zones]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"zone names must be unique per camera; repeated: {dup}")
+        size = self.frame_size()
+        if size is not None:
+            w, h = size
+            for k, zone in enumerate(self.zones):
+                for x, y in zone.polygon:
+                    if x > w or y > h:
+                        raise ValueError(f"zones.{k} ({zone.name!r}): point {[x, y]} lies outside the "
+                                         f"{w}x{h} frame; x must be in [0, {w}], y in [0, {h}]")
+        return self
+
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) known from the config (width/height, or a synthetic:// URL); else None."""
+        if self.width and self.height:
+            return self.width, self.height
+        m = re.match(r"^synthetic://(\d+)x(\d+)", self.source)
+        return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 class SegmenterConfig(StrictModel):

@@ -10,6 +10,8 @@ Topics (subscribe by prefix; ZeroMQ prefix matching means `masks.cam1` also matc
   masks.<camera>   MasksMessage: per processed frame, the objects with COCO RLE masks
   frame.<camera>   FrameMessage: the frame as JPEG (optional, rate-limited), raw third part
   prompt.<camera>  PromptEvent: a prompt / remove / reset the segmenter applied
+  event.<camera>   ObjectEvent: an object appeared, was occluded, reappeared, was lost or
+                   removed, entered or left a zone
   status           StatusMessage: once a second, the whole pipeline
 """
 from __future__ import annotations
@@ -27,8 +29,11 @@ PROTOCOL_VERSION = 1
 DEFAULT_PUB = "tcp://127.0.0.1:5555"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5556"
 
-MASKS, FRAME, PROMPT, STATUS = "masks", "frame", "prompt", "status"
-TOPIC_KINDS = (MASKS, FRAME, PROMPT, STATUS)
+MASKS, FRAME, PROMPT, STATUS, EVENT = "masks", "frame", "prompt", "status", "event"
+TOPIC_KINDS = (MASKS, FRAME, PROMPT, STATUS, EVENT)
+# object lifecycle states in masks messages, and the events of the event topic
+OBJECT_STATES = ("tracking", "occluded", "lost", "reacquired", "removed")
+EVENT_KINDS = ("appeared", "occluded", "reappeared", "lost", "removed", "entered_zone", "left_zone")
 
 
 class ProtocolError(ValueError):
@@ -169,13 +174,15 @@ _NUMBER = (int, float)
 @dataclass(frozen=True)
 class ObjectResult:
     """One object in one frame. `box` is xyxy in source pixels (all zero for an empty mask),
-    `score` the object-score logit (> 0: visible), `rle` the mask as COCO RLE."""
+    `score` the object-score logit (> 0: visible), `rle` the mask as COCO RLE, `state` the
+    lifecycle state (OBJECT_STATES; None from a segmenter that does not send it)."""
 
     obj_id: int
     score: float
     box: tuple[float, float, float, float]
     area: int
     rle: dict[str, Any]
+    state: str | None = None
 
     def mask(self) -> np.ndarray:
         return decode_rle(self.rle)
@@ -205,16 +212,20 @@ class MasksMessage:
     def from_arrays(cls, camera: str, frame_index: int, *, obj_ids: Sequence[int], masks: np.ndarray,
                     scores: Sequence[float], boxes: np.ndarray, capture_ns: int, capture_wall_ns: int,
                     processed_ns: int, latency_ms: dict[str, float] | None = None,
-                    skipped_total: int = 0, skipped_since_last: int = 0) -> MasksMessage:
-        """Build from an engine FrameResult's arrays: masks (N, H, W) bool, boxes (N, 4) xyxy."""
+                    skipped_total: int = 0, skipped_since_last: int = 0,
+                    states: Sequence[str | None] | None = None) -> MasksMessage:
+        """Build from an engine FrameResult's arrays: masks (N, H, W) bool, boxes (N, 4) xyxy;
+        `states` one lifecycle state per object (None: not sent)."""
         masks = np.asarray(masks, dtype=bool)
         if masks.ndim != 3 or len(obj_ids) != masks.shape[0]:
             raise ValueError(f"need one (H, W) mask per object id: {len(obj_ids)} ids, masks {masks.shape}")
         rles = encode_rles(masks)
         areas = masks.sum(axis=(1, 2))
+        states = [None] * len(obj_ids) if states is None else list(states)
         objects = tuple(
-            ObjectResult(int(i), float(s), tuple(float(v) for v in b), int(a), r)  # type: ignore[arg-type]
-            for i, s, b, a, r in zip(obj_ids, scores, np.asarray(boxes).reshape(-1, 4), areas, rles, strict=True)
+            ObjectResult(int(i), float(s), tuple(float(v) for v in b), int(a), r, st)  # type: ignore[arg-type]
+            for i, s, b, a, r, st in zip(obj_ids, scores, np.asarray(boxes).reshape(-1, 4), areas, rles, states,
+                                         strict=True)
         )
         return cls(camera, int(frame_index), int(masks.shape[2]), int(masks.shape[1]), int(capture_ns),
                    int(capture_wall_ns), int(processed_ns), objects,
@@ -222,8 +233,8 @@ class MasksMessage:
                    int(skipped_since_last))
 
     def _body(self) -> tuple[dict, list[bytes]]:
-        objects = [{"id": o.obj_id, "score": o.score, "box": list(o.box), "area": o.area, "mask": o.rle}
-                   for o in self.objects]
+        objects = [{"id": o.obj_id, "score": o.score, "box": list(o.box), "area": o.area, "mask": o.rle,
+                    **({} if o.state is None else {"state": o.state})} for o in self.objects]
         return {"frame_index": self.frame_index, "width": self.width, "height": self.height,
                 "capture_ns": self.capture_ns, "capture_wall_ns": self.capture_wall_ns,
                 "processed_ns": self.processed_ns, "latency_ms": self.latency_ms,
@@ -241,7 +252,7 @@ class MasksMessage:
                 raise ProtocolError(f"object box must be [x0, y0, x1, y1], got {box!r}")
             objects.append(ObjectResult(_field(o, "id", int), float(_field(o, "score", _NUMBER)),
                                         tuple(float(v) for v in box), _field(o, "area", int),  # type: ignore[arg-type]
-                                        _field(o, "mask", dict)))
+                                        _field(o, "mask", dict), _field(o, "state", str, optional=True)))
         return cls(b["camera"], _field(b, "frame_index", int), _field(b, "width", int), _field(b, "height", int),
                    _field(b, "capture_ns", int), _field(b, "capture_wall_ns", int), _field(b, "processed_ns", int),
                    tuple(objects), dict(_field(b, "latency_ms", dict)), _field(b, "skipped_total", int),
@@ -327,6 +338,54 @@ class PromptEvent:
 
 
 @dataclass(frozen=True)
+class ObjectEvent:
+    """Topic event.<camera>: one state change of one object (docs/PROTOCOL.md, "event").
+    `event` is one of EVENT_KINDS, `state` the object's lifecycle state afterwards,
+    `previous_state` before (None for appeared and zone events), `duration_s` how long the
+    object was in `previous_state`, `zone` the zone of entered_zone / left_zone. `box` is the
+    object's box, or its last visible box while it is hidden. Times are the frame's capture
+    times (`capture_ns` monotonic, `capture_wall_ns` wall clock), so events line up with masks."""
+
+    TYPE: ClassVar[str] = EVENT
+    camera: str
+    event: str
+    obj_id: int
+    frame_index: int
+    capture_ns: int
+    capture_wall_ns: int
+    state: str
+    box: tuple[float, float, float, float]
+    score: float
+    previous_state: str | None = None
+    duration_s: float | None = None
+    zone: str | None = None
+    seq: int = 0
+    published_ns: int = 0
+
+    def _body(self) -> tuple[dict, list[bytes]]:
+        return {"event": self.event, "obj_id": self.obj_id, "frame_index": self.frame_index,
+                "capture_ns": self.capture_ns, "capture_wall_ns": self.capture_wall_ns, "state": self.state,
+                "previous_state": self.previous_state, "duration_s": self.duration_s, "zone": self.zone,
+                "box": list(self.box), "score": self.score}, []
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as plain JSON values (the recorder and `rtseg export` write these)."""
+        return {"camera": self.camera, **self._body()[0]}
+
+    @classmethod
+    def _from_body(cls, b: dict, raw: list[bytes]) -> ObjectEvent:
+        box = _field(b, "box", list)
+        if len(box) != 4 or not all(isinstance(v, _NUMBER) for v in box):
+            raise ProtocolError(f"event box must be [x0, y0, x1, y1], got {box!r}")
+        duration = _field(b, "duration_s", _NUMBER, optional=True)
+        return cls(b["camera"], _field(b, "event", str), _field(b, "obj_id", int), _field(b, "frame_index", int),
+                   _field(b, "capture_ns", int), _field(b, "capture_wall_ns", int), _field(b, "state", str),
+                   tuple(float(v) for v in box), float(_field(b, "score", _NUMBER)),  # type: ignore[arg-type]
+                   _field(b, "previous_state", str, optional=True), None if duration is None else float(duration),
+                   _field(b, "zone", str, optional=True))
+
+
+@dataclass(frozen=True)
 class CameraStatus:
     fps: float = 0.0  # processed frames per second over the last status interval
     latency_p50_ms: float | None = None  # capture -> published, over the last interval
@@ -371,8 +430,8 @@ class StatusMessage:
                    _field(b, "device", str), float(_field(b, "uptime_s", _NUMBER)))
 
 
-Message = MasksMessage | FrameMessage | PromptEvent | StatusMessage
-_BY_TYPE: dict[str, Any] = {c.TYPE: c for c in (MasksMessage, FrameMessage, PromptEvent, StatusMessage)}
+Message = MasksMessage | FrameMessage | PromptEvent | StatusMessage | ObjectEvent
+_BY_TYPE: dict[str, Any] = {c.TYPE: c for c in (MasksMessage, FrameMessage, PromptEvent, StatusMessage, ObjectEvent)}
 
 
 def pack(msg: Message) -> list[bytes]:

@@ -3,7 +3,7 @@
 A Foxglove user opens `ws://HOST:8765` and sees each camera's video with its masks — no rtseg
 code on their side. Topics and encodings: rtseg.bridges.foxglove_messages.
 
-Reacts to: masks.<camera>, prompt.<camera>, status, and frame.<camera> (the JPEG topic) for
+Reacts to: masks.<camera>, prompt.<camera>, event.<camera>, status, and frame.<camera> (the JPEG topic) for
 cameras without a ring. Frames of a camera whose shared-memory ring is given (same host) are
 read from the ring instead, at most `fps` a second, and JPEG-encoded only while a Foxglove
 client is subscribed to that camera's image. Emits: nothing on rtseg's sockets.
@@ -28,7 +28,7 @@ import numpy as np
 from rtseg.bridges.foxglove_messages import FoxgloveMessage, compressed_image, image_schema, image_topic, to_foxglove
 from rtseg.bridges.foxglove_relay import SubprotocolRelay
 from rtseg.client import FrameImage, Masks, Subscriber
-from rtseg.protocol import FRAME, MASKS, PROMPT, STATUS
+from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, STATUS
 from rtseg.view.viewer import connectable
 
 log = logging.getLogger("rtseg.bridges.foxglove")
@@ -57,7 +57,7 @@ class FoxgloveBridge:
         self._relay: SubprotocolRelay | None = None
         self._context: Any = None
         need_topic_frames = cameras is None or any(c not in self.rings for c in cameras)
-        topics = [MASKS, PROMPT, STATUS] + ([FRAME] if need_topic_frames else [])
+        topics = [MASKS, PROMPT, EVENT, STATUS] + ([FRAME] if need_topic_frames else [])
         # created here so that a bad endpoint fails in the caller; used only by the messages thread
         self._subscriber = Subscriber(pub, cameras, topics, curve=curve, decode_masks=False, context=context)
         self._threads = [threading.Thread(target=self._guard, args=(self._messages_loop,), name="foxglove-messages",

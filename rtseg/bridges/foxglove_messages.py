@@ -10,6 +10,8 @@ capture wall clock, so the Image panel puts the masks on the frame they were com
                                                 label "id score state"; metadata camera and
                                                 frame_index
   /<camera>/events   JSON rtseg.PromptEvent     prompts, removes, resets the segmenter applied
+  /<camera>/object_events  JSON rtseg.ObjectEvent  lifecycle and zone events (appeared, occluded,
+                                                reappeared, lost, removed, entered_zone, left_zone)
   /rtseg/status      JSON rtseg.Status          the pipeline's status message
 
 Messages are encoded by the official `foxglove-sdk` (protobuf, schema = its FileDescriptorSet),
@@ -26,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rtseg.protocol import FrameMessage, MasksMessage, Message, PromptEvent, StatusMessage
+from rtseg.protocol import FrameMessage, MasksMessage, Message, ObjectEvent, PromptEvent, StatusMessage
 from rtseg.view.overlay import DecodedObject, decode_objects, object_color
 
 STATUS_TOPIC = "/rtseg/status"
@@ -48,6 +50,10 @@ def masks_topic(camera: str) -> str:
 
 def events_topic(camera: str) -> str:
     return f"/{camera}/events"
+
+
+def object_events_topic(camera: str) -> str:
+    return f"/{camera}/object_events"
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,12 @@ EVENT_SCHEMA = _json_schema("rtseg.PromptEvent", {
     "frame_index": {"type": ["integer", "null"]}, "requested_frame_index": {"type": ["integer", "null"]},
     "prompt": {"type": "object"}, "obj_ids": {"type": "array", "items": {"type": "integer"}},
     "t_wall_ns": {"type": "integer"}, "seq": {"type": "integer"}})
+OBJECT_EVENT_SCHEMA = _json_schema("rtseg.ObjectEvent", {
+    "camera": {"type": "string"}, "event": {"type": "string"}, "obj_id": {"type": "integer"},
+    "frame_index": {"type": "integer"}, "capture_ns": {"type": "integer"}, "capture_wall_ns": {"type": "integer"},
+    "state": {"type": "string"}, "previous_state": {"type": ["string", "null"]},
+    "duration_s": {"type": ["number", "null"]}, "zone": {"type": ["string", "null"]},
+    "box": {"type": "array", "items": {"type": "number"}}, "score": {"type": "number"}, "seq": {"type": "integer"}})
 STATUS_SCHEMA = _json_schema("rtseg.Status", {
     "cameras": {"type": "object"}, "gpu_memory": {"type": ["object", "null"]}, "publisher": {"type": "object"},
     "device": {"type": "string"}, "uptime_s": {"type": "number"}, "seq": {"type": "integer"}})
@@ -125,7 +137,10 @@ def outline_polygons(obj: DecodedObject, simplify_px: float = SIMPLIFY_PX) -> li
 
 
 def object_state(obj: DecodedObject) -> str:
-    """"visible" (object score > 0 and pixels in the mask) or "hidden" (occluded or lost)."""
+    """The segmenter's lifecycle state (tracking, occluded, lost, reacquired) when the masks
+    message carries one, else "visible" (object score > 0 and pixels in the mask) or "hidden"."""
+    if obj.state:
+        return obj.state
     return "visible" if obj.score > 0 and obj.crop.size else "hidden"
 
 
@@ -194,6 +209,10 @@ def to_foxglove(msg: Message) -> tuple[list[FoxgloveMessage], list[str]]:
     if isinstance(msg, PromptEvent):
         body = json.dumps(_plain(dataclasses.asdict(msg))).encode()
         return [FoxgloveMessage(events_topic(msg.camera), EVENT_SCHEMA, "json", body, msg.t_wall_ns)], []
+    if isinstance(msg, ObjectEvent):
+        body = json.dumps(_plain({"camera": msg.camera, **msg._body()[0], "seq": msg.seq})).encode()
+        return [FoxgloveMessage(object_events_topic(msg.camera), OBJECT_EVENT_SCHEMA, "json", body,
+                                msg.capture_wall_ns)], []
     if isinstance(msg, StatusMessage):
         body = json.dumps(_plain(dataclasses.asdict(msg))).encode()
         import time

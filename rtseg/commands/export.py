@@ -13,15 +13,17 @@ Export a recording to COCO JSON, DAVIS palette PNGs, MP4 with the masks drawn, o
 file on Foxglove channels only.
 
 examples:
-  rtseg export recordings --to coco                  # -> recordings.coco.json (+ _images/ if frames)
+  rtseg export recordings --to coco                  # -> recordings.coco.json, recordings.events.json
+                                                     #    (+ _images/ if frames)
   rtseg export recordings --to davis --out davis/    # Annotations/<camera>/<frame>.png, JPEGImages/
   rtseg export recordings --to mp4 --camera demo     # -> recordings.mp4, masks over the frames
   rtseg export recordings/rtseg-20260101T120000_000000Z.mcap --to coco --out one.json
   rtseg export recordings --to foxglove               # -> recordings.foxglove.mcap (one file)
 
 COCO: one image per processed frame (file_name only where its frame was recorded), one
-annotation per visible object (RLE mask, bbox, area, track_id = object id, score); loads with
-pycocotools. DAVIS: pixel = object id (palette PNG).
+annotation per visible object (RLE mask, bbox, area, track_id = object id, score, state); loads with
+pycocotools. Beside it, EVENTS.events.json: the object events (appeared, occluded, reappeared,
+lost, removed, entered_zone, left_zone). DAVIS: pixel = object id (palette PNG).
 MP4 needs recorded frames (recorder.video raw/overlay with network.frame_topic.enabled);
 without them the masks are drawn on black. Foxglove: /<camera>/image (CompressedImage),
 /<camera>/masks (ImageAnnotations), /<camera>/events and /rtseg/status (JSON); segments the
@@ -72,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.to == "coco":
             r = export_coco(args.recording, out, **kwargs)
-            summary = f"{r['out']}: {r['images']} images, {r['annotations']} annotations, {r['jpegs']} JPEG frames"
+            summary = (f"{r['out']}: {r['images']} images, {r['annotations']} annotations, {r['jpegs']} JPEG frames; "
+                       f"{r['events_out']}: {r['events']} events")
             if r["without_frame"]:
                 print(f"note: {r['without_frame']} of {r['images']} images have no file_name: their frames were not "
                       "recorded (record frames with recorder.video raw or overlay and network.frame_topic.enabled; "

@@ -22,7 +22,7 @@ Studio, Lichtblick, roslibjs-foxglove) are both served.
 
 Topics: /<camera>/image (foxglove.CompressedImage), /<camera>/masks (foxglove.ImageAnnotations:
 each object's outline in its colour, label "id score state"), /<camera>/events (JSON prompt
-events), /rtseg/status (JSON status). Ctrl-C stops it.
+events), /<camera>/object_events (JSON lifecycle and zone events), /rtseg/status (JSON status). Ctrl-C stops it.
 """
 
 

@@ -5,9 +5,10 @@ services pending requests from the caller's own loop, so the model is only ever 
 the thread that owns it. Every request is checked by `validate_request` before the handler
 sees it; a bad one gets an error reply naming the field and value, and changes nothing.
 
-Reacts to: add_points, add_box, add_mask, remove, reset, list, status (docs/PROTOCOL.md).
+Reacts to: add_points, add_box, add_mask, add_boxes, remove, reset, list, status (docs/PROTOCOL.md).
 Emits: a reply per request; with a `publisher`, a PromptEvent on `prompt.<camera>` after
-every applied add_points / add_box / add_mask / remove / reset.
+every applied add_points / add_box / add_mask / remove / reset, and one `add_box` event per
+object an add_boxes request added.
 """
 from __future__ import annotations
 
@@ -46,22 +47,25 @@ __all__ = ["ControlHandler", "ControlServer", "ErrorCode", "RequestError", "Vali
            "prompt_reply", "status_reply", "error_reply", "validate_request", "REQUEST_TYPES"]
 
 
-REQUEST_TYPES = ("add_points", "add_box", "add_mask", "remove", "reset", "list", "status")
+REQUEST_TYPES = ("add_points", "add_box", "add_mask", "add_boxes", "remove", "reset", "list", "status")
 PROMPT_TYPES = frozenset({"add_points", "add_box", "add_mask"})
-MUTATING_TYPES = PROMPT_TYPES | {"remove", "reset"}
+MUTATING_TYPES = PROMPT_TYPES | {"add_boxes", "remove", "reset"}
 _COMMON_FIELDS = {"v", "type", "id", "camera"}
 _FIELDS = {
     "add_points": {"obj_id", "points", "labels", "frame_index"},
     "add_box": {"obj_id", "box", "frame_index"},
     "add_mask": {"obj_id", "mask", "frame_index"},
+    "add_boxes": {"boxes", "only_new", "frame_index"},
     "remove": {"obj_id"},
     "reset": set(),
     "list": set(),
     "status": set(),
 }
 _REQUIRED = {"add_points": ("camera", "obj_id", "points", "labels"), "add_box": ("camera", "obj_id", "box"),
-             "add_mask": ("camera", "obj_id", "mask"), "remove": ("camera", "obj_id"), "reset": ("camera",)}
+             "add_mask": ("camera", "obj_id", "mask"), "add_boxes": ("camera", "boxes"),
+             "remove": ("camera", "obj_id"), "reset": ("camera",)}
 MAX_POINTS = 256
+MAX_BOXES = 256
 MAX_OBJ_ID = 2**31 - 1
 MAX_ECHOED_TYPE = 64  # an error reply echoes a request's type string up to this long
 
@@ -104,6 +108,8 @@ class ValidatedRequest:
     mask: np.ndarray | None = None  # (H, W) bool
     mask_rle: dict[str, Any] | None = None
     request_id: Any = None
+    boxes: np.ndarray | None = None  # add_boxes: (N, 4) float32 x0, y0, x1, y1
+    only_new: bool = True  # add_boxes: add only boxes that match no tracked object
 
     @property
     def kind(self) -> str | None:
@@ -226,6 +232,11 @@ def _validate_fields(raw: dict[str, Any], rtype: str, handler: ControlHandler) -
         return ValidatedRequest(**common, **_points(raw["points"], raw["labels"], _frame_size(handler, camera)))
     if rtype == "add_box":
         return ValidatedRequest(**common, box=_box(raw["box"], _frame_size(handler, camera)))
+    if rtype == "add_boxes":
+        only_new = raw.get("only_new", True)
+        if not isinstance(only_new, bool):
+            raise _invalid("only_new", f"only_new must be true or false, got {_describe(only_new)}")
+        return ValidatedRequest(**common, boxes=_boxes(raw["boxes"], _frame_size(handler, camera)), only_new=only_new)
     if rtype == "add_mask":
         mask, rle = _mask(raw["mask"], camera, _frame_size(handler, camera))  # type: ignore[arg-type]
         return ValidatedRequest(**common, mask=mask, mask_rle=rle)
@@ -245,12 +256,19 @@ def _points(points: Any, labels: Any, hw: tuple[int, int]) -> dict[str, np.ndarr
     return {"points": np.asarray(xy, np.float32), "labels": np.asarray(labels, np.int32)}
 
 
-def _box(box: Any, hw: tuple[int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = np.asarray(_coordinates(box, "box", 4), np.float32).tolist()  # check what the engine gets
+def _box(box: Any, hw: tuple[int, int], field: str = "box") -> np.ndarray:
+    x0, y0, x1, y1 = np.asarray(_coordinates(box, field, 4), np.float32).tolist()  # check what the engine gets
     if x1 <= x0 or y1 <= y0:
-        raise _invalid("box", f"box {_describe(box)} is empty or inverted: need [x0, y0, x1, y1] with x1 > x0, y1 > y0")
-    _in_frame([x0, x1], [y0, y1], "box", box, hw)
+        raise _invalid(field, f"{field} {_describe(box)} is empty or inverted: need [x0, y0, x1, y1] with x1 > x0, "
+                              f"y1 > y0")
+    _in_frame([x0, x1], [y0, y1], field, box, hw)
     return np.asarray([x0, y0, x1, y1], np.float32)
+
+
+def _boxes(boxes: Any, hw: tuple[int, int]) -> np.ndarray:
+    if not isinstance(boxes, list | tuple) or not 1 <= len(boxes) <= MAX_BOXES:
+        raise _invalid("boxes", f"boxes must be a list of 1..{MAX_BOXES} [x0, y0, x1, y1], got {_describe(boxes)}")
+    return np.stack([_box(b, hw, f"boxes[{i}]") for i, b in enumerate(boxes)])
 
 
 def _mask(rle: Any, camera: str, hw: tuple[int, int]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -280,6 +298,8 @@ class ControlHandler(Protocol):
 
     def known_objects(self, camera: str) -> Collection[int]:
         """The object ids currently tracked on the camera."""
+
+    # optional: `zones(camera) -> [{"name", "polygon", "min_overlap"}]` adds the camera's zones to `list`
 
     def handle(self, request: ValidatedRequest) -> dict[str, Any]:
         """Apply the request; return the reply fields (for prompts: `prompt_reply(...)`;
@@ -440,6 +460,9 @@ class ControlServer:
             size = self.handler.frame_size(cam)
             out[cam] = {"obj_ids": sorted(int(i) for i in self.handler.known_objects(cam)),
                         "frame_size": list(size) if size is not None else None}
+            zones = getattr(self.handler, "zones", None)  # optional: handlers without zones leave it out
+            if zones is not None:
+                out[cam]["zones"] = zones(cam)
         return {"cameras": out}
 
     def _publish_event(self, request: ValidatedRequest, reply: dict[str, Any]) -> None:
@@ -448,9 +471,14 @@ class ControlServer:
         try:
             prompt = request.prompt_payload() if request.type in PROMPT_TYPES else {}
             obj_ids = reply.get("obj_ids", self.handler.known_objects(request.camera))  # type: ignore[arg-type]
-            self.publisher.publish(PromptEvent(
-                camera=request.camera, op=request.type, obj_id=request.obj_id,  # type: ignore[arg-type]
-                frame_index=reply.get("frame_index"), requested_frame_index=request.frame_index,
-                prompt=prompt, obj_ids=tuple(int(i) for i in obj_ids), t_wall_ns=time.time_ns()))
+            ops = [(request.type, request.obj_id, prompt)]
+            if request.type == "add_boxes":  # one add_box event per added object, as if sent one by one
+                ops = [("add_box", d["obj_id"], {"box": request.boxes[k].tolist()})  # type: ignore[index]
+                       for k, d in enumerate(reply.get("boxes", [])) if d.get("status") == "added"]
+            for op, obj_id, payload in ops:
+                self.publisher.publish(PromptEvent(
+                    camera=request.camera, op=op, obj_id=obj_id,  # type: ignore[arg-type]
+                    frame_index=reply.get("frame_index"), requested_frame_index=request.frame_index,
+                    prompt=payload, obj_ids=tuple(int(i) for i in obj_ids), t_wall_ns=time.time_ns()))
         except Exception:
             log.exception("control: could not publish the prompt event of a %s request", request.type)

@@ -27,9 +27,11 @@ from rtseg.config import Config
 from rtseg.pipeline.control import (ControlServer, ErrorCode, RequestError, ValidatedRequest, check_frame_index,
                                     prompt_reply, status_reply)
 from rtseg.engine import PromptError, StreamingPredictor
+from rtseg.pipeline.auto_prompt import ADDED, KeyframeSearch, match_boxes, select_new
 from rtseg.pipeline.prompt_log import PromptLog
+from rtseg.pipeline.reporter import ObjectReporter
 from rtseg.proc import EXIT_FATAL, setup_child_logging, stop_on_sigterm
-from rtseg.protocol import CameraStatus, MasksMessage, StatusMessage, decode_rle
+from rtseg.protocol import CameraStatus, MasksMessage, PromptEvent, StatusMessage, decode_rle, encode_rle
 from rtseg.pipeline.publisher import Publisher
 
 log = logging.getLogger("rtseg.pipeline.segmenter")
@@ -42,6 +44,7 @@ class CameraPipeline:
     camera: str
     reader: Any  # rtseg.ring.RingReader
     predictor: StreamingPredictor
+    reporter: ObjectReporter
     engine_index: OrderedDict[int, int] = field(default_factory=OrderedDict)  # capture index -> engine index
     latest_frame: Any = None  # the newest tracked rtseg.sources.Frame
     restore: list = field(default_factory=list)  # logged prompts to re-apply on the first frame
@@ -49,6 +52,10 @@ class CameraPipeline:
     skipped_total: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    keyframes: KeyframeSearch | None = None  # auto_prompt.mode everything
+    boxes: dict[int, tuple] = field(default_factory=dict)  # obj id -> published box of the latest frame
+    masks: Any = None  # the latest frame's raw masks (N, H, W), for auto prompts to avoid
+    highest_id: int = 0  # the highest object id this camera has had (auto prompts count up from it)
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -75,10 +82,15 @@ class Segmenter:
         self.publisher = publisher
         self.prompt_log = prompt_log
         self.device_name = device_name
+        cam_cfgs = {c.id: c for c in cfg.cameras}
         self.cams: dict[str, CameraPipeline] = {
-            cam: CameraPipeline(cam, readers[cam], predictors[cam], restore=prompt_log.latest_prompts(cam))
+            cam: CameraPipeline(cam, readers[cam], predictors[cam], ObjectReporter(cam_cfgs[cam]),
+                                restore=prompt_log.latest_prompts(cam))
             for cam in predictors
         }
+        for cam, pipe in self.cams.items():
+            if cam_cfgs[cam].auto_prompt.mode == "everything":
+                pipe.keyframes = KeyframeSearch(pipe.predictor.model, cam_cfgs[cam].auto_prompt, cam)
         self._last_status = 0.0
         self._started = time.monotonic()
 
@@ -113,17 +125,92 @@ class Segmenter:
         t1 = time.monotonic_ns()
         pipe.frames += 1
         pipe.skipped_total += rf.missed
-        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6}
+        report = pipe.reporter.process(frame.index, frame.t_mono_ns, frame.t_wall_ns, result.obj_ids, result.masks,
+                                       result.object_scores, result.boxes)
+        t2 = time.monotonic_ns()
+        latency = {"wait": (t0 - frame.t_mono_ns) / 1e6, "track": (t1 - t0) / 1e6, "report": (t2 - t1) / 1e6}
         msg = MasksMessage.from_arrays(
-            pipe.camera, frame.index, obj_ids=result.obj_ids, masks=result.masks, scores=result.object_scores,
-            boxes=result.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
-            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed)
-        latency["encode"] = (time.monotonic_ns() - t1) / 1e6  # RLE encoding, done by from_arrays
+            pipe.camera, frame.index, obj_ids=result.obj_ids, masks=report.masks, scores=result.object_scores,
+            boxes=report.boxes, capture_ns=frame.t_mono_ns, capture_wall_ns=frame.t_wall_ns, processed_ns=t1,
+            latency_ms=latency, skipped_total=pipe.skipped_total, skipped_since_last=rf.missed, states=report.states)
+        latency["encode"] = (time.monotonic_ns() - t2) / 1e6  # RLE encoding, done by from_arrays
         self.publisher.publish(dataclasses.replace(msg, latency_ms=latency))
+        self._publish_all(report.events)
+        pipe.boxes = {i: tuple(b) for i, b in zip(result.obj_ids, report.boxes.tolist(), strict=True)}
+        pipe.masks = result.masks
+        if pipe.keyframes is not None:
+            self._everything(pipe, frame)
+        for obj_id in pipe.reporter.expired():
+            log.info("camera %s: object %d lost for over %s s: removing it", pipe.camera, obj_id,
+                     pipe.reporter.cfg.lifecycle.remove_after_s)
+            self.remove(pipe.camera, obj_id)
+            self.publisher.publish(PromptEvent(pipe.camera, "remove", obj_id, None, None, {},
+                                               tuple(pipe.predictor.obj_ids), time.time_ns()))
         pipe.latencies_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
         pipe.frame_times.append(time.monotonic())
         self.publisher.publish_frame(pipe.camera, frame.index, frame.image, capture_ns=frame.t_mono_ns,
                                      capture_wall_ns=frame.t_wall_ns)
+
+    # ---------------------------------------------------------- auto prompts
+    def _next_id(self, pipe: CameraPipeline) -> int:
+        pipe.highest_id = max([pipe.highest_id, *pipe.predictor.obj_ids]) + 1
+        return pipe.highest_id
+
+    def _everything(self, pipe: CameraPipeline, frame) -> None:
+        """auto_prompt.mode everything: start a keyframe search when due, add what a finished one found."""
+        assert pipe.keyframes is not None
+        cfg = pipe.reporter.cfg.auto_prompt
+        try:
+            found = pipe.keyframes.poll()
+        except Exception:  # tracking goes on; the next keyframe tries again
+            log.exception("camera %s: the keyframe search failed", pipe.camera)
+            found = None
+        if found is not None:
+            room = cfg.max_objects - len(pipe.predictor.obj_ids)
+            new = select_new(found.candidates, [*found.tracked, *pipe.masks], cfg, room)
+            engine_t = pipe.capture_to_engine(found.frame_index)
+            for mask in new:
+                obj_id = self._next_id(pipe)
+                result = pipe.predictor.add_prompt(obj_id, mask=mask, frame_index=engine_t)
+                payload = {"mask": encode_rle(mask)}
+                self.prompt_log.add(pipe.camera, obj_id, "mask", payload)
+                applied = next(c for c, e in pipe.engine_index.items() if e == result.frame_index)
+                self.publisher.publish(PromptEvent(pipe.camera, "add_mask", obj_id, applied, found.frame_index,
+                                                   payload, tuple(pipe.predictor.obj_ids), time.time_ns()))
+            log.info("camera %s: keyframe %d searched in %.2f s: %d mask(s), %d new object(s) %s", pipe.camera,
+                     found.frame_index, found.seconds, len(found.candidates), len(new),
+                     pipe.predictor.obj_ids[-len(new):] if new else [])
+        if len(pipe.predictor.obj_ids) < cfg.max_objects and pipe.keyframes.due(time.monotonic()):
+            pipe.keyframes.submit(frame.index, frame.image, list(pipe.masks), time.monotonic())
+
+    def add_boxes(self, camera: str, boxes, only_new: bool, frame_index: int | None) -> dict:
+        """add_boxes (auto_prompt.mode boxes): boxes matching a tracked object are that object,
+        the others become new objects (while the camera has room); replies with each box's fate."""
+        pipe = self.cams[camera]
+        cfg = pipe.reporter.cfg.auto_prompt
+        if cfg.mode != "boxes":
+            raise RequestError(ErrorCode.INVALID_VALUE, f"camera {camera!r} does not take add_boxes: set its "
+                               f"auto_prompt.mode to boxes in the config (it is {cfg.mode!r})", field="type")
+        if pipe.latest_frame is None:
+            raise RequestError(ErrorCode.NOT_READY, f"camera {camera!r} has no frame yet; retry once masks arrive")
+        tracked = {i: pipe.boxes.get(i, (0, 0, 0, 0)) for i in pipe.predictor.obj_ids}
+        for i in tracked:
+            if not any(tracked[i]) and pipe.reporter.lifecycle.state(i) == "occluded":
+                tracked[i] = pipe.reporter.lifecycle.last_box(i)  # hidden for now: where it was last seen
+        decisions = match_boxes(boxes.tolist(), tracked, match_iou=cfg.match_iou, only_new=only_new,
+                                room=cfg.max_objects - len(tracked), next_id=max([pipe.highest_id, *tracked]) + 1)
+        engine_t = pipe.capture_to_engine(frame_index)
+        applied_t = pipe.predictor.frame_index if engine_t is None else engine_t
+        for box, d in zip(boxes, decisions, strict=True):
+            if d.status == ADDED:
+                pipe.predictor.add_prompt(d.obj_id, box=box, frame_index=engine_t)
+                self.prompt_log.add(camera, d.obj_id, "box", {"box": box.tolist()})
+                pipe.highest_id = max(pipe.highest_id, d.obj_id)
+        applied = next(c for c, e in pipe.engine_index.items() if e == applied_t)
+        reply = prompt_reply(frame_index=applied, requested_frame_index=frame_index, obj_ids=pipe.predictor.obj_ids)
+        reply["boxes"] = [{"status": d.status, "obj_id": d.obj_id, "iou": d.iou} for d in decisions]
+        reply["added"] = [d.obj_id for d in decisions if d.status == ADDED]
+        return reply
 
     def _restore_objects(self, pipe: CameraPipeline):
         result = None
@@ -158,12 +245,19 @@ class Segmenter:
     def known_objects(self, camera: str) -> list[int]:
         return self.cams[camera].predictor.obj_ids
 
+    def zones(self, camera: str) -> list[dict]:
+        """The camera's zones for the `list` reply (a remote viewer draws them)."""
+        return [{"name": z.name, "polygon": [list(p) for p in z.polygon], "min_overlap": z.min_overlap}
+                for z in self.cams[camera].reporter.cfg.zones]
+
     def handle(self, request: ValidatedRequest) -> dict:
         """Apply a validated control request (the control server calls this between frames)."""
         try:
             if request.kind is not None:
                 return self.apply_prompt(request.camera, request.obj_id, request.kind, request.prompt_payload(),
                                          request.frame_index)
+            if request.type == "add_boxes":
+                return self.add_boxes(request.camera, request.boxes, request.only_new, request.frame_index)
             if request.type == "remove":
                 return self.remove(request.camera, request.obj_id)
             if request.type == "reset":
@@ -183,6 +277,7 @@ class Segmenter:
         result = pipe.predictor.add_prompt(obj_id, frame_index=pipe.capture_to_engine(frame_index),
                                            **self._engine_kwargs(kind, payload))
         self.prompt_log.add(camera, obj_id, kind, payload)
+        pipe.highest_id = max(pipe.highest_id, obj_id)
         applied = next(c for c, e in pipe.engine_index.items() if e == result.frame_index)
         k = result.obj_ids.index(obj_id)
         obj = {"score": float(result.object_scores[k]), "area": int(result.masks[k].sum()),
@@ -192,10 +287,16 @@ class Segmenter:
     def remove(self, camera: str, obj_id: int) -> dict:
         self.cams[camera].predictor.remove_object(obj_id)
         self.prompt_log.remove(camera, obj_id)
+        self._publish_all(self.cams[camera].reporter.removed([obj_id]))
         return {"obj_ids": self.known_objects(camera)}
+
+    def _publish_all(self, messages) -> None:
+        for m in messages:
+            self.publisher.publish(m)
 
     def reset(self, camera: str) -> dict:
         pipe = self.cams[camera]
+        self._publish_all(pipe.reporter.removed(pipe.predictor.obj_ids))
         pipe.predictor.reset()
         pipe.engine_index.clear()
         pipe.latest_frame = None
@@ -269,8 +370,8 @@ def segmenter_main(cfg: Config, checkpoint: str | None, ring_names: dict[str, st
                    heartbeat: Any, log_queue: Any) -> None:
     """Process entry point (spawned by the supervisor).
 
-    Emits: masks.<camera>, frame.<camera> (optional), status. Reacts to: control requests
-    add_points, add_box, add_mask, remove, reset, list, status.
+    Emits: masks.<camera>, event.<camera>, prompt.<camera> (auto prompts), frame.<camera> (optional),
+    status. Reacts to: control requests add_points, add_box, add_mask, add_boxes, remove, reset, list, status.
     """
     stop_on_sigterm(stop_event.set)
     setup_child_logging(log_queue, cfg.log_level)
@@ -340,6 +441,9 @@ def run_segmenter(cfg: Config, checkpoint: str | None, ring_names: dict[str, str
                 control.poll_once(0 if processed else 5)
                 seg.maybe_publish_status()
     finally:
+        for pipe in seg.cams.values():
+            if pipe.keyframes is not None:
+                pipe.keyframes.close()
         control.close()
         publisher.close()
         if curve is not None:

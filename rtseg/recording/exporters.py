@@ -1,4 +1,4 @@
-"""Recording -> COCO JSON (RLE masks), DAVIS palette PNGs, MP4 with masks drawn, Foxglove MCAP.
+"""Recording -> COCO JSON (RLE masks) + events JSON, DAVIS palette PNGs, MP4 with masks drawn, Foxglove MCAP.
 
 Each exporter reads the recording twice: a quick survey (cameras, frame counts, object ids,
 frame rate) and the export itself, which drives the progress bar. Closed segments and the
@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rtseg.protocol import FRAME, MASKS, PROMPT, STATUS, FrameMessage, MasksMessage, ProtocolError
+from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, STATUS, FrameMessage, MasksMessage, ObjectEvent, ProtocolError
 from rtseg.recording.segment import RecordingError
 from rtseg.recording.store import RecordingReader
 
@@ -114,7 +114,8 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                 "segmentation": {"size": list(obj.rle["size"]), "counts": obj.rle["counts"]},
                                 "area": obj.area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
-                                "track_id": obj.obj_id, "score": obj.score})
+                                "track_id": obj.obj_id, "score": obj.score,
+                                **({} if obj.state is None else {"state": obj.state})})
     without_frame = [key for key in images if key not in jpegs]
     for key in without_frame:
         del images[key]["file_name"]  # name only files that exist
@@ -123,12 +124,41 @@ def export_coco(recording: Path, out: Path, *, cameras: Iterable[str] | None = N
                     "images_without_frame": len(without_frame)},
            "images": list(images.values()), "annotations": annotations,
            "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
+    _write_json(out, doc)
+    events_out = events_path(out)
+    n_events = export_events(reader, events_out, cameras, {k: v["id"] for k, v in images.items()})
+    return {"images": len(images), "annotations": len(annotations), "jpegs": len(jpegs),
+            "without_frame": len(without_frame), "out": str(out), "events": n_events, "events_out": str(events_out)}
+
+
+def _write_json(out: Path, doc: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, out)
-    return {"images": len(images), "annotations": len(annotations), "jpegs": len(jpegs),
-            "without_frame": len(without_frame), "out": str(out)}
+
+
+def events_path(coco_out: Path) -> Path:
+    """Where the events go beside a COCO file: x.coco.json -> x.events.json, x.json -> x.events.json."""
+    return coco_out.with_name(coco_out.name.removesuffix(".json").removesuffix(".coco") + ".events.json")
+
+
+def export_events(reader: RecordingReader, out: Path, cameras: Iterable[str] | None,
+                  image_ids: dict[tuple[str, int], int]) -> int:
+    """The recorded object events (appeared, occluded, reappeared, lost, removed, entered_zone,
+    left_zone) in order, as `{"events": [...]}` with the event topic's fields plus `camera` and
+    `image_id` (the COCO image of the same frame, null when that frame has no masks record)."""
+    events = []
+    for rec in reader.records(kinds=(EVENT,), cameras=cameras):
+        try:
+            ev = rec.message()
+        except ProtocolError as e:
+            log.warning("skipping a recorded event that does not decode: %s", e)
+            continue
+        if isinstance(ev, ObjectEvent):
+            events.append({**ev.to_json(), "image_id": image_ids.get((ev.camera, ev.frame_index))})
+    _write_json(out, {"events": events})
+    return len(events)
 
 
 # --------------------------------------------------------------------------- DAVIS

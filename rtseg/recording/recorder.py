@@ -1,6 +1,6 @@
 """`rtseg record`: subscribe to the segmenter and write a recording that survives crashes.
 
-Reacts to: masks.<camera>, prompt.<camera>, status, and frame.<camera> when recorder.video is
+Reacts to: masks.<camera>, prompt.<camera>, event.<camera>, status, and frame.<camera> when recorder.video is
 raw or overlay or recorder.frames is on (the segmenter must publish it:
 network.frame_topic.enabled). Emits nothing. With recorder.foxglove (default), each message is
 also written on Foxglove channels (rtseg.bridges.foxglove_messages), so a segment opens in Foxglove
@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from rtseg.config import Config, RecorderConfig
 from rtseg.proc import EXIT_FATAL, EXIT_OK, setup_child_logging, stop_on_sigterm
-from rtseg.protocol import FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS
+from rtseg.protocol import EVENT, FRAME, MASKS, PROMPT, PROTOCOL_VERSION, STATUS
 from rtseg.recording.draw import RecentMasks, draw_masks
 from rtseg.recording.segment import RecordingWriteError, SchemaInfo, SegmentWriter, write_error
 from rtseg.recording.store import enforce_retention, new_segment_path, recover_parts, video_path
@@ -197,7 +197,7 @@ class Recorder:
         from rtseg.client import Subscriber
 
         frames = self.config.video != "none" or self.config.frames
-        topics = [MASKS, PROMPT, STATUS] + ([FRAME] if frames else [])
+        topics = [MASKS, PROMPT, EVENT, STATUS] + ([FRAME] if frames else [])
         try:
             beat()
             self._prepare(beat)

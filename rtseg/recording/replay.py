@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rtseg.protocol import FrameMessage, MasksMessage, Message, ProtocolError
+from rtseg.protocol import FrameMessage, MasksMessage, Message, ObjectEvent, ProtocolError
 
 log = logging.getLogger("rtseg.replay")
 
 def retimed(msg: Message, now_ns: int) -> Message:
     """`msg` with its monotonic times moved so that (published - capture) stays as recorded."""
-    if isinstance(msg, MasksMessage | FrameMessage) and msg.published_ns:
+    if isinstance(msg, MasksMessage | FrameMessage | ObjectEvent) and msg.published_ns:
         shift = now_ns - msg.published_ns
         changes = {"capture_ns": msg.capture_ns + shift}
         if isinstance(msg, MasksMessage):

@@ -1,12 +1,13 @@
 """The viewer's data side, off the GUI thread: frames in, masks in, newest composed view out.
 
 Threads (all daemons, stopped by `Feed.stop()`):
-- messages: a SUB socket on masks.<camera>, status, prompt.<camera> (and frame.<camera>, the
-  JPEG topic, when there is no ring). Reacts to every message; emits nothing.
+- messages: a SUB socket on masks.<camera>, status, prompt.<camera>, event.<camera> (and
+  frame.<camera>, the JPEG topic, when there is no ring). Reacts to every message; emits nothing.
 - ring (same host only): every frame of the camera's shared-memory ring, plus its capture
   status twice a second.
 - compose: whenever something arrived, picks what to show (`Matcher`), decodes the masks
-  and draws them (`overlay`), and keeps only the newest result (`Feed.latest_view()`).
+  and draws them (`overlay`) over the zones (amber while occupied) and the last-seen boxes
+  of hidden objects, and keeps only the newest result (`Feed.latest_view()`).
 
 Masks are drawn on the frame they were computed from (matched by capture `frame_index`): the
 feed keeps the last `frame_buffer` frames, and shows the newest frame that has its masks. When
@@ -27,13 +28,33 @@ import numpy as np
 import zmq
 
 from rtseg.client import FrameImage, Masks, Subscriber
-from rtseg.protocol import FRAME, MASKS, PROMPT, STATUS, CameraStatus, MasksMessage, PromptEvent, StatusMessage
+from rtseg.protocol import (
+    EVENT,
+    FRAME,
+    MASKS,
+    PROMPT,
+    STATUS,
+    CameraStatus,
+    MasksMessage,
+    ObjectEvent,
+    PromptEvent,
+    StatusMessage,
+)
 from rtseg.view.hud import describe_source
-from rtseg.view.overlay import DecodedObject, OverlayStyle, blank_canvas, decode_objects, draw_overlay
+from rtseg.view.overlay import (
+    DecodedObject,
+    OverlayStyle,
+    blank_canvas,
+    decode_objects,
+    draw_last_seen,
+    draw_overlay,
+    draw_zones,
+)
 
 log = logging.getLogger(__name__)
 
 MASKS_KEPT = 64  # masks messages waiting for their frame (remote: the frame comes after them)
+EVENTS_KEPT = 100  # object events listed by the window
 SOURCE_POLL_S = 0.5
 STATUS_STALE_S = 5.0  # a status message older than this no longer tells the camera's state
 
@@ -72,6 +93,8 @@ class View:
     objects: tuple[DecodedObject, ...]
     selected: int | None = None
     capture_wall_ns: int | None = None  # the shown frame's (or, on the canvas, the masks') capture wall clock
+    held: HeldFrame | None = None  # what it was composed from (to compose again: new selection, zones)
+    masks: MasksEntry | None = None
 
     @property
     def width(self) -> int:
@@ -191,8 +214,13 @@ class Feed:
 
     def __init__(self, camera: str, pub: str, *, ring: str | None = None, frame_buffer: int = 30,
                  style: OverlayStyle = OverlayStyle(), curve: Any = None, context: zmq.Context | None = None,
-                 stale_s: float = 1.0, cluster: bool = False) -> None:
+                 stale_s: float = 1.0, zones: tuple[tuple[str, tuple], ...] = (), cluster: bool = False) -> None:
         self.camera = camera
+        self.zones = tuple(zones)  # (name, polygon in source pixels)
+        self._events: deque[ObjectEvent] = deque(maxlen=EVENTS_KEPT)
+        self._events_serial = 0
+        self._occupants: dict[str, set[int]] = {}  # zone -> objects inside (from the event topic)
+        self._last_seen: dict[int, tuple[float, float, float, float]] = {}  # obj -> last non-empty box
         self.pub = pub
         self.ring = ring
         self.style = style
@@ -216,9 +244,10 @@ class Feed:
         self._ring_source: str | None = None
         self._ring_note = ""
         self._errors: deque[tuple[float, str]] = deque(maxlen=4)
-        self._objects: tuple[int, tuple[int, ...], dict[int, float], dict[int, int]] = (0, (), {}, {})
+        self._objects: tuple[int, tuple[int, ...], dict[int, float], dict[int, int], dict[int, str]] = (
+            0, (), {}, {}, {})
         self._started_s = time.monotonic()
-        topics = (MASKS, STATUS, PROMPT) if ring else (MASKS, STATUS, PROMPT, FRAME)
+        topics = (MASKS, STATUS, PROMPT, EVENT) if ring else (MASKS, STATUS, PROMPT, EVENT, FRAME)
         # created here so that a bad endpoint fails in the caller; used only by the messages thread
         # cluster: `pub` is the directory of `rtseg cluster`; the subscriber follows the camera
         self._subscriber = Subscriber(None if cluster else pub, cameras=[camera], topics=topics, curve=curve,
@@ -281,11 +310,20 @@ class Feed:
                 self._restyle = True
                 self._poke()
 
-    def objects(self) -> tuple[int, tuple[int, ...], dict[int, float], dict[int, int]]:
-        """(serial, ids, scores, areas) from the newest masks message or prompt event; the
-        serial changes whenever they do."""
+    def objects(self) -> tuple[int, tuple[int, ...], dict[int, float], dict[int, int], dict[int, str]]:
+        """(serial, ids, scores, areas, states) from the newest masks message or prompt event;
+        the serial changes whenever they do."""
         with self._lock:
             return self._objects
+
+    def events(self) -> tuple[int, list[ObjectEvent]]:
+        """(serial, the newest object events, oldest first); the serial changes with each event."""
+        with self._lock:
+            return self._events_serial, list(self._events)
+
+    def occupied_zones(self) -> list[str]:
+        with self._lock:
+            return sorted(z for z, ids in self._occupants.items() if ids)
 
     def stats(self) -> FeedStats:
         now = time.monotonic()
@@ -354,8 +392,25 @@ class Feed:
                     if self.camera in msg.cameras:
                         self._status, self._status_s = msg.cameras[self.camera], now
                 elif isinstance(msg, PromptEvent):
-                    serial, _, scores, areas = self._objects
-                    self._objects = (serial + 1, tuple(sorted(msg.obj_ids)), scores, areas)
+                    serial, _, scores, areas, states = self._objects
+                    self._objects = (serial + 1, tuple(sorted(msg.obj_ids)), scores, areas, states)
+                elif isinstance(msg, ObjectEvent):
+                    self._on_event(msg)
+
+    def _on_event(self, ev: ObjectEvent) -> None:
+        """Under self._lock."""
+        self._events.append(ev)
+        self._events_serial += 1
+        if ev.event == "entered_zone" and ev.zone:
+            self._occupants.setdefault(ev.zone, set()).add(ev.obj_id)
+        elif ev.event == "left_zone" and ev.zone:
+            self._occupants.setdefault(ev.zone, set()).discard(ev.obj_id)
+        elif ev.event == "removed":
+            self._last_seen.pop(ev.obj_id, None)
+        if ev.event in ("occluded", "lost") and any(ev.box):
+            self._last_seen[ev.obj_id] = ev.box
+        self._restyle = True
+        self._poke()
 
     def _on_masks(self, masks: Masks, now: float) -> None:
         """Under self._lock."""
@@ -369,7 +424,11 @@ class Feed:
         self._skipped = msg.skipped_total
         serial = self._objects[0] + 1
         self._objects = (serial, tuple(o.obj_id for o in msg.objects), {o.obj_id: o.score for o in msg.objects},
-                         {o.obj_id: o.area for o in msg.objects})
+                         {o.obj_id: o.area for o in msg.objects},
+                         {o.obj_id: o.state for o in msg.objects if o.state is not None})
+        for o in msg.objects:
+            if o.area and any(o.box):
+                self._last_seen[o.obj_id] = o.box
         self._matcher.add_masks(MasksEntry(msg, now))
         self._poke()
 
@@ -429,12 +488,13 @@ class Feed:
                     self._matcher.mark_shown(*choice, now)
                 restyle, self._restyle = self._restyle, False
                 selected, current = self._selected, self._view
+                occupied = [z for z, ids in self._occupants.items() if ids]
+                last_seen = dict(self._last_seen)
             t0 = time.perf_counter()
             if choice is not None:
-                view = self._compose(*choice, selected)
+                view = self._compose(*choice, selected, occupied, last_seen)
             elif restyle and current is not None:
-                view = replace(current, image=draw_overlay(current.frame, current.objects, self.style, selected),
-                               selected=selected)
+                view = self._compose(current.held, current.masks, selected, occupied, last_seen)
             else:
                 continue
             with self._lock:
@@ -443,7 +503,8 @@ class Feed:
                 self._counts["composed"] += 1
                 self._compose_ms.append((time.perf_counter() - t0) * 1e3)
 
-    def _compose(self, frame: HeldFrame | None, masks: MasksEntry | None, selected: int | None) -> View:
+    def _compose(self, frame: HeldFrame | None, masks: MasksEntry | None, selected: int | None,
+                 occupied: list[str] = (), last_seen: dict | None = None) -> View:  # type: ignore[assignment]
         objects: list[DecodedObject] = []
         if masks is not None:
             msg = masks.message
@@ -455,7 +516,14 @@ class Feed:
             base = frame.image
         else:
             base = blank_canvas(masks.message.width, masks.message.height)  # type: ignore[union-attr]
+        if self.zones:
+            base = draw_zones(base, self.zones, occupied)
+        hidden = {o.obj_id: ((last_seen or {}).get(o.obj_id, (0, 0, 0, 0)), o.state) for o in objects
+                  if o.hidden and o.crop.size == 0}
+        if hidden:
+            base = draw_last_seen(base, hidden)
         image = draw_overlay(base, objects, self.style, selected) if objects else base
         wall_ns = frame.capture_wall_ns if frame is not None else masks.message.capture_wall_ns  # type: ignore[union-attr]
         return View(0, None if frame is None else frame.index, None if masks is None else masks.index,
-                    frame is not None and masks is not None, image, base, tuple(objects), selected, wall_ns)
+                    frame is not None and masks is not None, image, base, tuple(objects), selected, wall_ns, frame,
+                    masks)

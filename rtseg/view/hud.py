@@ -57,3 +57,12 @@ def hud_text(info: HudInfo) -> str:
     if info.note:
         parts.append(info.note)
     return "  |  ".join(parts)
+
+
+def event_text(ev) -> str:
+    """One line of the event list for an rtseg.protocol.ObjectEvent: frame, object, what happened."""
+    what = {"appeared": "appeared", "occluded": "occluded", "reappeared": "reappeared", "lost": "lost",
+            "removed": "removed", "entered_zone": f"entered {ev.zone}", "left_zone": f"left {ev.zone}"}.get(
+        ev.event, ev.event)
+    after = f" after {ev.duration_s:.1f} s" if ev.event in ("reappeared", "lost") and ev.duration_s else ""
+    return f"#{ev.frame_index}  object {ev.obj_id} {what}{after}"

@@ -15,6 +15,7 @@ class ObjectBook:
     known: set[int] = field(default_factory=set)  # ids the segmenter tracks now
     scores: dict[int, float] = field(default_factory=dict)  # newest object score per id
     areas: dict[int, int] = field(default_factory=dict)
+    states: dict[int, str] = field(default_factory=dict)  # lifecycle state per id (segmenter's)
     selected: int | None = None  # where the next click goes; None: a new object
     prompted: set[int] = field(default_factory=set)  # ids this viewer sent prompts for
     _highest: int = 0  # highest id ever seen or handed out
@@ -48,9 +49,10 @@ class ObjectBook:
         changed = ids != self.known
         self.known = ids
         self._highest = max(self._highest, max(ids, default=0))
-        for gone in set(self.scores) - ids:
+        for gone in (set(self.scores) | set(self.states)) - ids:
             self.scores.pop(gone, None)
             self.areas.pop(gone, None)
+            self.states.pop(gone, None)
         return changed
 
     def update_from_masks(self, obj_ids: Iterable[int], scores: Iterable[float], areas: Iterable[int]) -> bool:
@@ -72,6 +74,7 @@ class ObjectBook:
         self.prompted.discard(obj_id)
         self.scores.pop(obj_id, None)
         self.areas.pop(obj_id, None)
+        self.states.pop(obj_id, None)
         if self.selected == obj_id:
             self.selected = None
 
@@ -81,6 +84,7 @@ class ObjectBook:
         self.prompted.clear()
         self.scores.clear()
         self.areas.clear()
+        self.states.clear()
         self.selected = None
 
     def rows(self) -> list[int]:

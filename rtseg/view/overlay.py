@@ -26,6 +26,10 @@ PALETTE = np.array([
     (255, 220, 0), (227, 80, 194), (0, 220, 220), (140, 86, 75), (188, 240, 34),
 ], np.uint8)
 DEFAULT_ALPHA = 0.45
+HIDDEN_STATES = ("occluded", "lost")
+DIM = 0.35  # hidden objects are drawn at this fraction of the mask opacity
+ZONE_COLOR = (255, 255, 255)
+ZONE_OCCUPIED_COLOR = (255, 200, 0)
 
 
 def object_color(obj_id: int) -> tuple[int, int, int]:
@@ -44,6 +48,12 @@ class DecodedObject:
     x0: int
     y0: int
     crop: np.ndarray  # bool, C-contiguous
+    state: str | None = None  # lifecycle state from the segmenter (tracking, occluded, lost, reacquired)
+
+    @property
+    def hidden(self) -> bool:
+        """Occluded or lost: drawn dimmed."""
+        return self.state in HIDDEN_STATES
 
     @property
     def area(self) -> int:
@@ -62,7 +72,8 @@ class DecodedObject:
         return out
 
 
-def decode_object(obj_id: int, score: float, rle: dict[str, Any], width: int, height: int) -> DecodedObject:
+def decode_object(obj_id: int, score: float, rle: dict[str, Any], width: int, height: int,
+                  state: str | None = None) -> DecodedObject:
     """Check and decode one COCO RLE mask of a width x height frame into a cropped object.
     Raises RLEError naming the problem (malformed, or another size than the frame)."""
     (h, w), counts = rle_counts(rle)
@@ -73,7 +84,7 @@ def decode_object(obj_id: int, score: float, rle: dict[str, Any], width: int, he
     on = counts[1::2] > 0
     on_starts, on_ends = starts[1::2][on], ends[1::2][on]
     if on_starts.size == 0:
-        return DecodedObject(int(obj_id), float(score), 0, 0, np.zeros((0, 0), bool))
+        return DecodedObject(int(obj_id), float(score), 0, 0, np.zeros((0, 0), bool), state)
     x0, x1 = int(on_starts[0] // h), int((on_ends[-1] - 1) // h + 1)
     lo, hi = x0 * h, x1 * h  # expand only the object's columns
     i0, i1 = int(np.searchsorted(ends, lo, "right")), int(np.searchsorted(starts, hi, "left"))
@@ -83,7 +94,7 @@ def decode_object(obj_id: int, score: float, rle: dict[str, Any], width: int, he
     columns = np.repeat(np.arange(i0, i1) % 2 == 1, runs).reshape(x1 - x0, h)
     rows = np.flatnonzero(columns.any(axis=0))
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    return DecodedObject(int(obj_id), float(score), x0, y0, np.ascontiguousarray(columns[:, y0:y1].T))
+    return DecodedObject(int(obj_id), float(score), x0, y0, np.ascontiguousarray(columns[:, y0:y1].T), state)
 
 
 def decode_objects(objects: Sequence[Any], width: int, height: int) -> tuple[list[DecodedObject], list[str]]:
@@ -92,7 +103,7 @@ def decode_objects(objects: Sequence[Any], width: int, height: int) -> tuple[lis
     decoded, errors = [], []
     for o in objects:
         try:
-            decoded.append(decode_object(o.obj_id, o.score, o.rle, width, height))
+            decoded.append(decode_object(o.obj_id, o.score, o.rle, width, height, getattr(o, "state", None)))
         except RLEError as e:
             errors.append(f"object {o.obj_id}: {e}")
     return decoded, errors
@@ -133,7 +144,8 @@ def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
 
 
 def label_text(obj: DecodedObject) -> str:
-    return f"{obj.obj_id}  {obj.score:+.1f}"
+    state = f"  {obj.state}" if obj.state not in (None, "tracking") else ""
+    return f"{obj.obj_id}  {obj.score:+.1f}{state}"
 
 
 def _draw_label(image: np.ndarray, obj: DecodedObject, color: tuple[int, int, int], scale: float) -> None:
@@ -169,13 +181,56 @@ def draw_overlay(image: np.ndarray, objects: Sequence[DecodedObject], style: Ove
             continue  # not visible, or not of this frame (decode_object checks sizes)
         color = object_color(obj.obj_id)
         region = out[obj.y0:obj.y0 + ch, obj.x0:obj.x0 + cw]
-        _blend(region, obj.crop, color, style.alpha)
-        region[_outline(obj.crop, outline * (2 if obj.obj_id == selected else 1))] = color
+        _blend(region, obj.crop, color, style.alpha * (DIM if obj.hidden else 1.0))
+        edge = _outline(obj.crop, max(1, outline // 2) if obj.hidden else outline * (2 if obj.obj_id == selected else 1))
+        _blend(region, edge, color, DIM if obj.hidden else 1.0)
     if style.labels:
         scale = max(0.35, _scaled(style.font_scale, h))
         for obj in objects:
             if obj.crop.size and obj.x0 + obj.crop.shape[1] <= w and obj.y0 + obj.crop.shape[0] <= h:
                 _draw_label(out, obj, object_color(obj.obj_id), scale)
+    return out
+
+
+def draw_zones(image: np.ndarray, zones: Sequence[tuple[str, Sequence[Sequence[float]]]],
+               occupied: Sequence[str] = ()) -> np.ndarray:
+    """A copy of `image` with each zone (name, polygon in source pixels) outlined and named:
+    white, or amber with a light fill while an object is inside it (`occupied`)."""
+    out = image.copy()
+    h = out.shape[0]
+    thickness = max(1, int(round(_scaled(2.0, h))))
+    scale = max(0.35, _scaled(0.8, h))
+    for name, polygon in zones:
+        pts = np.round(np.asarray(polygon, np.float64) * 16).astype(np.int32)
+        color = ZONE_OCCUPIED_COLOR if name in occupied else ZONE_COLOR
+        if name in occupied:
+            fill = np.zeros(out.shape[:2], np.uint8)
+            cv2.fillPoly(fill, [pts], 1, shift=4)
+            _blend(out, fill.astype(bool), color, 0.15)
+        cv2.polylines(out, [pts], True, color, thickness, cv2.LINE_AA, shift=4)
+        x = int(np.asarray(polygon, np.float64)[:, 0].min())
+        y = int(np.asarray(polygon, np.float64)[:, 1].max())  # bottom left: object labels sit at the top
+        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        y = min(max(y - base - 4, th + 2), h - base - 2)
+        cv2.putText(out, name, (x + 4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
+    return out
+
+
+def draw_last_seen(image: np.ndarray, boxes: dict[int, tuple[tuple[float, float, float, float], str]]) -> np.ndarray:
+    """Hidden objects (occluded / lost, empty mask): a thin dimmed box where each was last seen,
+    labelled with its id and state. `boxes`: {obj_id: ((x0, y0, x1, y1), state)}."""
+    out = image.copy()
+    h = out.shape[0]
+    scale = max(0.35, _scaled(0.7, h))
+    for obj_id, ((x0, y0, x1, y1), state) in boxes.items():
+        if x1 <= x0 or y1 <= y0:
+            continue
+        color = object_color(obj_id)
+        frame = np.zeros(out.shape[:2], np.uint8)
+        cv2.rectangle(frame, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), 1, max(1, int(round(_scaled(2, h)))))
+        _blend(out, frame.astype(bool), color, 0.6)
+        cv2.putText(out, f"{obj_id} {state}", (int(x0) + 3, int(y0) + int(_scaled(28, h)) + 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
     return out
 
 

@@ -5,7 +5,9 @@ Same host: frames from the camera's shared-memory ring (`--ring NAME`, or `--rin
 `frame.<camera>` (the segmenter's `network.frame_topic.enabled`). Masks, status and prompt
 events come from the publisher either way; prompts go to the control socket.
 
-Reacts to: masks.<camera>, status, prompt.<camera>, frame.<camera> (without a ring).
+Reacts to: masks.<camera>, status, prompt.<camera>, event.<camera>, frame.<camera> (without a ring).
+Zones (cameras[].zones) come from the config (`rtseg run`, `--config`), else from the
+segmenter's `list` reply.
 Emits: add_points / add_box / remove / reset requests on the control socket.
 The pieces live in rtseg/view/ (overlay, feed, window, ...).
 """
@@ -45,6 +47,7 @@ class ViewerOptions:
     mask_alpha: float = 0.45
     curve: Any = None  # rtseg.security.CurveClient
     cluster: bool = False  # pub and control are the directory of `rtseg cluster` (--cluster)
+    zones: tuple[tuple[str, tuple], ...] = ()  # (name, polygon) drawn over the picture (from the config)
 
 
 def connectable(endpoint: str) -> str:
@@ -77,13 +80,18 @@ def _camera_of(cfg: Config, camera: str | None) -> str:
     return camera
 
 
+def zones_of(cfg: Config, camera: str) -> tuple[tuple[str, tuple], ...]:
+    cam = next(c for c in cfg.cameras if c.id == camera)
+    return tuple((z.name, tuple(z.polygon)) for z in cam.zones)
+
+
 def options_from_config(cfg: Config, ring_names: dict[str, str]) -> ViewerOptions:
     """The viewer of `rtseg run`: same host, frames from the ring of viewer.camera."""
     camera = _camera_of(cfg, None)
     v = cfg.viewer
     return ViewerOptions(camera=camera, pub=connectable(cfg.network.pub), control=connectable(cfg.network.control),
                          ring=ring_names.get(camera), frame_buffer=v.frame_buffer, fps=v.fps,
-                         mask_alpha=v.mask_alpha, curve=_pipeline_curve(cfg))
+                         mask_alpha=v.mask_alpha, curve=_pipeline_curve(cfg), zones=zones_of(cfg, camera))
 
 
 def _pipeline_curve(cfg: Config) -> Any:
@@ -156,8 +164,26 @@ def options_from_args(args: argparse.Namespace) -> ViewerOptions:
     fps = args.fps or (v.fps if v else 30.0)
     if fps <= 0:
         raise ViewerError(f"--fps must be positive, got {fps}")
+    zones = zones_of(cfg, camera) if cfg is not None else _ask_zones(None if cluster else control, camera, curve)
     return ViewerOptions(camera=camera, pub=pub, control=control, ring=ring, frame_buffer=frame_buffer, fps=fps,
-                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve, cluster=bool(cluster))
+                         mask_alpha=v.mask_alpha if v else 0.45, curve=curve, zones=zones,
+                         cluster=bool(cluster))
+
+
+def _ask_zones(control: str | None, camera: str, curve: Any) -> tuple[tuple[str, tuple], ...]:
+    """Without a config: the camera's zones from the segmenter's `list` reply (none if it does
+    not answer within a second: the viewer then draws no zones)."""
+    if control is None:
+        return ()
+    from rtseg.client import ControlError, ControlTimeout, Controller
+
+    try:
+        with Controller(control, timeout=1.0, curve=curve) as ctl:
+            listed = ctl.list(camera).get("cameras", {}).get(camera, {})
+    except (ControlError, ControlTimeout) as e:
+        log.info("no zones from %s (%s): none drawn", control, e)
+        return ()
+    return tuple((z["name"], tuple(tuple(p) for p in z["polygon"])) for z in listed.get("zones", ()))
 
 
 def _ask_camera(control: str | None, curve: Any) -> str:
@@ -194,7 +220,7 @@ def build_viewer(options: ViewerOptions, context: Any = None) -> Any:
     guard_bool_refcounts()  # PySide6 6.12.0 + Python 3.11 would abort after a few thousand signals
     feed = Feed(options.camera, options.pub, ring=options.ring, frame_buffer=options.frame_buffer,
                 style=OverlayStyle(alpha=options.mask_alpha), curve=options.curve, context=context,
-                cluster=options.cluster).start()
+                zones=options.zones, cluster=options.cluster).start()
     sender = None
     if options.control:
         sender = PromptSender(options.control, curve=options.curve, context=context, cluster=options.cluster).start()

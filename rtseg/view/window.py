@@ -1,5 +1,7 @@
 """The viewer window (pyqtgraph on PySide6): the composed view, a heads-up line, an object
-list, and mouse/keys that become prompts.
+list (with each object's state; occluded and lost dimmed), a running list of object events
+(appeared, occluded, reappeared, lost, removed, entered / left a zone), and mouse/keys that
+become prompts.
 
 The image item sits at the origin with one scene unit per source pixel, so a position in
 the view box *is* a source-pixel coordinate whatever the window size; clicks are sent with
@@ -21,9 +23,9 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from rtseg.view.feed import Feed, View
-from rtseg.view.hud import HudInfo, hud_text
+from rtseg.view.hud import HudInfo, event_text, hud_text
 from rtseg.view.objects import ObjectBook
-from rtseg.view.overlay import draw_overlay, object_color
+from rtseg.view.overlay import HIDDEN_STATES, draw_overlay, object_color
 from rtseg.view.prompts import PromptRequest, PromptResult, PromptSender
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._shown_times: deque[float] = deque(maxlen=120)
         self.frames_shown = 0
         self._objects_serial = 0  # the feed counts from 0: nothing received yet
+        self._events_serial = 0
         self._markers: deque[tuple[float, float, float, bool]] = deque(maxlen=32)  # t, x, y, positive
         self.setWindowTitle(f"rtseg view - camera {camera}" + (f" ({source_label})" if source_label else ""))
         self._build()
@@ -149,6 +152,10 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.object_list.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)  # keys stay with the shortcuts
         self.object_list.itemSelectionChanged.connect(self._on_list_selection)
         side_layout.addWidget(self.object_list, 1)
+        side_layout.addWidget(QtWidgets.QLabel("Events"))
+        self.event_list = QtWidgets.QListWidget()  # newest first
+        self.event_list.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        side_layout.addWidget(self.event_list, 1)
         help_label = QtWidgets.QLabel(HELP)
         help_label.setWordWrap(True)
         side_layout.addWidget(help_label)
@@ -213,13 +220,15 @@ class ViewerWindow(QtWidgets.QMainWindow):
 
     def update_hud(self) -> None:
         stats = self.feed.stats()
-        serial, ids, scores, areas = self.feed.objects()
+        serial, ids, scores, areas, states = self.feed.objects()
         if serial != self._objects_serial:
             self._objects_serial = serial
             changed = self.book.set_known(ids)
             self.book.scores.update({i: s for i, s in scores.items() if i in self.book.known})
             self.book.areas.update({i: a for i, a in areas.items() if i in self.book.known})
+            self.book.states.update({i: st for i, st in states.items() if i in self.book.known})
             self.refresh_objects(structure=changed)
+        self.refresh_events()
         now = time.monotonic()
         shown = [t for t in self._shown_times if now - t <= 2.0]
         fps = (len(shown) - 1) / (shown[-1] - shown[0]) if len(shown) >= 2 and shown[-1] > shown[0] else 0.0
@@ -257,14 +266,31 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 obj_id = item.data(QtCore.Qt.ItemDataRole.UserRole)
                 if obj_id in self.book.known:
                     score = self.book.scores.get(obj_id)
-                    text = f"\u25a0 {obj_id}   " + ("" if score is None else f"score {score:+.1f}   ") + \
-                           f"{self.book.areas.get(obj_id, 0)} px"
+                    state = self.book.states.get(obj_id)
+                    text = f"\u25a0 {obj_id}   " + ("" if state is None else f"{state}   ") + \
+                           ("" if score is None else f"score {score:+.1f}   ") + f"{self.book.areas.get(obj_id, 0)} px"
+                    color = QtGui.QColor(*object_color(obj_id))
+                    if state in HIDDEN_STATES:
+                        color.setAlpha(110)  # dimmed, as on the picture
+                    item.setForeground(QtGui.QBrush(color))
                 else:
                     text = f"\u25a1 {obj_id}   new: click or drag"
                 item.setText(text)
                 item.setSelected(obj_id == self.book.selected)
         finally:
             lst.blockSignals(False)
+
+    def refresh_events(self) -> None:
+        """The running event list (newest on top), when the feed has new events."""
+        serial, events = self.feed.events()
+        if serial == self._events_serial:
+            return
+        self._events_serial = serial
+        self.event_list.clear()
+        for ev in reversed(events):
+            item = QtWidgets.QListWidgetItem(event_text(ev))
+            item.setForeground(QtGui.QBrush(QtGui.QColor(*object_color(ev.obj_id))))
+            self.event_list.addItem(item)
 
     def _on_list_selection(self) -> None:
         items = self.object_list.selectedItems()

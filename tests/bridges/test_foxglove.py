@@ -35,10 +35,10 @@ def test_foxglove_client_sees_video_masks_events_and_status(publishing, offered,
     with FoxgloveBridge(publishing.endpoint, cameras=["cam"], port=0) as bridge:
         with FoxgloveClient(f"ws://127.0.0.1:{bridge.port}", subprotocols=offered) as client:
             assert client.subprotocol == answered
-            got = client.collect({"/cam/masks": 5, "/cam/image": 5, "/cam/events": 1, "/rtseg/status": 1},
-                                 timeout=15)
+            got = client.collect({"/cam/masks": 5, "/cam/image": 5, "/cam/events": 1, "/rtseg/status": 1,
+                                  "/cam/object_events": 1}, timeout=15)
             assert client.server_info["name"] == "rtseg"
-    assert {t: len(v) >= n for (t, v), n in zip(got.items(), (5, 5, 1, 1))} == dict.fromkeys(got, True), \
+    assert {t: len(v) >= n for (t, v), n in zip(got.items(), (5, 5, 1, 1, 1))} == dict.fromkeys(got, True), \
         {t: len(v) for t, v in got.items()}
     ch = client.channels
     assert (ch["/cam/masks"]["schemaName"], ch["/cam/image"]["schemaName"]) == \
@@ -65,6 +65,11 @@ def test_foxglove_client_sees_video_masks_events_and_status(publishing, offered,
     event = client.decode("/cam/events", got["/cam/events"][0])
     assert (event["op"], event["camera"], event["obj_ids"]) == ("add_points", "cam", [1, 7])
     assert client.decode("/rtseg/status", got["/rtseg/status"][0])["device"] == "cpu"
+    assert client.channels["/cam/object_events"]["schemaName"] == "rtseg.ObjectEvent"
+    lifecycle = client.decode("/cam/object_events", got["/cam/object_events"][0])
+    assert (lifecycle["camera"], lifecycle["event"], lifecycle["obj_id"], lifecycle["state"],
+            lifecycle["previous_state"], lifecycle["box"]) == ("cam", "occluded", 7, "occluded", "tracking",
+                                                               [1.0, 2.0, 30.0, 40.0])
 
 
 def test_a_client_offering_another_protocol_is_refused(publishing):
@@ -153,3 +158,19 @@ def test_polygons_follow_real_shapes_and_draw_like_foxglove(tmp_path):
     cv2.imwrite(str(tmp_path / "foxglove.png"), picture[..., ::-1])
     if os.environ.get("RTSEG_WRITE_DOCS"):
         shutil.copy(tmp_path / "foxglove.png", Path(__file__).resolve().parents[2] / "docs" / "foxglove.png")
+
+
+def test_labels_carry_the_segmenters_lifecycle_state():
+    """With lifecycle states in the masks message, the label says the segmenter's state
+    (occluded, lost, ...) instead of a guess from the score."""
+    from rtseg.bridges.foxglove_messages import image_annotations
+    from rtseg.protocol import MasksMessage
+
+    masks = np.zeros((2, H, W), bool)
+    masks[0, 10:30, 10:40] = True
+    msg = MasksMessage.from_arrays("cam", 3, obj_ids=[1, 7], masks=masks, scores=[2.0, -1.0],
+                                   boxes=np.array([[10, 10, 40, 30], [0, 0, 0, 0]]), capture_ns=1,
+                                   capture_wall_ns=2, processed_ns=3, states=["tracking", "occluded"])
+    data, errors = image_annotations(msg)
+    assert not errors
+    assert sorted(t.text for t in ImageAnnotations.FromString(data).texts) == ["1 +2.00 tracking", "7 -1.00 occluded"]

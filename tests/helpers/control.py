@@ -69,6 +69,12 @@ def check_valid(req: ValidatedRequest, handler: FakeHandler) -> None:
     if req.type == "add_mask":
         assert req.mask.dtype == bool and req.mask.shape == (h, w) and req.mask.any()
         assert req.mask_rle == encode_rle(req.mask)
+    if req.type == "add_boxes":
+        b = req.boxes
+        assert b.dtype == np.float32 and b.ndim == 2 and b.shape[1] == 4 and 1 <= len(b) <= 256
+        assert np.isfinite(b).all() and (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
+        assert type(req.only_new) is bool and req.obj_id is None and req.box is None
 
 
 class FakeHandler:
@@ -104,6 +110,12 @@ class FakeHandler:
             held = req.frame_index is not None and OLDEST_HELD <= req.frame_index <= LATEST
             return prompt_reply(frame_index=req.frame_index if held else LATEST,
                                 requested_frame_index=req.frame_index, obj_ids=self.objects[req.camera])
+        if req.type == "add_boxes":  # every box a new object, ids counting up from 100
+            added = [100 + len(self.objects[req.camera]) + k for k in range(len(req.boxes))]
+            self.objects[req.camera].update(added)
+            reply = prompt_reply(frame_index=LATEST, requested_frame_index=req.frame_index,
+                                 obj_ids=self.objects[req.camera])
+            return {**reply, "added": added, "boxes": [{"status": "added", "obj_id": i, "iou": 0.0} for i in added]}
         if req.type == "remove":
             self.objects[req.camera].discard(req.obj_id)
             return {"obj_ids": sorted(self.objects[req.camera])}

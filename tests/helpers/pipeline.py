@@ -96,3 +96,27 @@ class Pipeline:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+class Collector:
+    """What a Subscriber received, kept in order: `wait(cond)` returns the first message
+    (already received or arriving within timeout_s) for which cond(message) is true."""
+
+    def __init__(self, sub, pipe: Pipeline | None = None):
+        self.sub, self.pipe = sub, pipe
+        self.got: list = []
+
+    def wait(self, cond, timeout_s: float = 90.0):
+        for m in self.got:
+            if cond(m):
+                return m
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            m = self.sub.recv(timeout=0.5)
+            if m is not None:
+                self.got.append(m)
+                if cond(m):
+                    return m
+        seen = sorted({type(g).__name__ for g in self.got})
+        raise AssertionError(f"not seen in {timeout_s} s (got {len(self.got)} messages: {seen})"
+                             + (f":\n{self.pipe.output()}" if self.pipe is not None else ""))

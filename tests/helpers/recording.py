@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtseg.protocol import FrameMessage, MasksMessage, PromptEvent, StatusMessage
+from rtseg.protocol import FrameMessage, MasksMessage, ObjectEvent, PromptEvent, StatusMessage
 from rtseg.pipeline.publisher import Publisher
 from rtseg.recording import SegmentWriter
 from rtseg.recording.store import new_segment_path
@@ -87,12 +87,14 @@ def write_recording(folder: Path, frames: int, *, cameras=("cam",), with_frames:
 
 class PublishingThread(threading.Thread):
     """A real Publisher in its own thread: masks at `rate_hz` (plus a status every 10 and a
-    prompt event every 50; frames too when `frames`). `.endpoint` once `.ready` is set;
+    prompt event every 50; frames too when `frames`, an object event every 50 when `events`). `.endpoint` once `.ready` is set;
     `.pause()` / `.resume()`; `.last_index` is the last masks frame published."""
 
-    def __init__(self, rate_hz: float = 100.0, *, frames: bool = False, noise: bool = False, h: int = H, w: int = W):
+    def __init__(self, rate_hz: float = 100.0, *, frames: bool = False, noise: bool = False, h: int = H, w: int = W,
+                 events: bool = False):
         super().__init__(daemon=True)
         self.rate_hz, self.frames, self.noise, self.h, self.w = rate_hz, frames, noise, h, w
+        self.events = events  # also an object event (object 7 occluded) every 50 frames
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.paused = threading.Event()
@@ -123,6 +125,10 @@ class PublishingThread(threading.Thread):
                         pub.publish(StatusMessage(uptime_s=i / self.rate_hz, device="cpu"))
                     if i % 50 == 3:
                         pub.publish(prompt_event(i))
+                    if self.events and i % 50 == 4:
+                        pub.publish(ObjectEvent("cam", "occluded", 7, i, time.monotonic_ns(), wall_ns, "occluded",
+                                                (1.0, 2.0, 30.0, 40.0), -0.5, previous_state="tracking",
+                                                duration_s=1.5))
                     self.last_index = i
                     i += 1
                     next_t += 1 / self.rate_hz

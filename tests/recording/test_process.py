@@ -254,7 +254,7 @@ def test_supervisor_entry_point_beats_records_and_stops_on_the_event(tmp_path):
         pub.stop()
     assert [p.suffix for p in list_segments(tmp_path / "rec")] == [".mcap"]  # closed on stop
     logged = [r.getMessage() for r in drain_queue(log_queue)]
-    assert any("recording masks/prompt/status" in m for m in logged)
+    assert any("recording masks/prompt/event/status" in m for m in logged)
     assert any(isinstance(r.message(), PromptEvent) for r in read_records(tmp_path / "rec"))
 
 

@@ -39,12 +39,12 @@ from rtseg.view.viewer import (  # noqa: E402
     options_from_config,
     viewer_main,
 )
-from rtseg.protocol import CameraStatus, FrameMessage, MasksMessage, StatusMessage  # noqa: E402
+from rtseg.protocol import CameraStatus, FrameMessage, MasksMessage, ObjectEvent, StatusMessage  # noqa: E402
 from rtseg.pipeline.publisher import Publisher  # noqa: E402
 from rtseg.ring import RingWriter  # noqa: E402
 from rtseg.sources import Frame, open_source  # noqa: E402
 from rtseg.proc import ring_name_for  # noqa: E402
-from rtseg.view.overlay import DEFAULT_ALPHA, object_color  # noqa: E402
+from rtseg.view.overlay import DEFAULT_ALPHA, DIM, ZONE_OCCUPIED_COLOR, object_color  # noqa: E402
 from rtseg.view.window import ViewerWindow  # noqa: E402
 from rtseg.commands.view import main  # noqa: E402
 from tests.helpers.control import serving  # noqa: E402
@@ -94,8 +94,8 @@ class RecordingHandler:
 
 @contextlib.contextmanager
 def viewer(ctx: zmq.Context, pub: Publisher, *, ring: str | None = None, control: str | None = None,
-           size: tuple[int, int] = (900, 600)) -> Iterator[ViewerWindow]:
-    win = build_viewer(ViewerOptions(CAM, pub.endpoint, control, ring=ring, frame_buffer=16), context=ctx)
+           size: tuple[int, int] = (900, 600), zones: tuple = ()) -> Iterator[ViewerWindow]:
+    win = build_viewer(ViewerOptions(CAM, pub.endpoint, control, ring=ring, frame_buffer=16, zones=zones), context=ctx)
     win.resize(*size)
     win.show()
     try:
@@ -125,6 +125,17 @@ def masks_message(index: int, masks: dict[int, np.ndarray], frame: Frame | None 
     times = {"capture_ns": frame.t_mono_ns, "capture_wall_ns": frame.t_wall_ns} if frame else {}
     return masks_of(CAM, index, masks, size=(frame.height, frame.width) if frame else None, skipped_total=skipped,
                     **times)
+
+
+def save_screenshot(win: ViewerWindow, folder: Path, name: str) -> Path:
+    """The window as a PNG in `folder`, and in $RTSEG_SCREENSHOT_DIR when set (docs/)."""
+    shot = folder / name
+    assert win.grab().save(str(shot))
+    if os.environ.get("RTSEG_SCREENSHOT_DIR"):
+        out = Path(os.environ["RTSEG_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        assert win.grab().save(str(out / name))
+    return shot
 
 
 def grab_array(widget: QtWidgets.QWidget) -> np.ndarray:
@@ -191,12 +202,7 @@ def test_screenshot_shows_mask_colour_where_the_mask_is_and_not_elsewhere(qapp, 
         last = frames[-1]
         pump(lambda: "frame 29" in win.hud_text() and "camera connected" in win.hud_text(), what="the HUD")
         assert win.view.matched and win.view.masks_index == last.index
-        shot = tmp_path / "viewer.png"
-        assert win.grab().save(str(shot))
-        if os.environ.get("RTSEG_SCREENSHOT_DIR"):
-            out = Path(os.environ["RTSEG_SCREENSHOT_DIR"])
-            out.mkdir(parents=True, exist_ok=True)
-            assert win.grab().save(str(out / "viewer.png"))
+        shot = save_screenshot(win, tmp_path, "viewer.png")
         grabbed = grab_array(win.graphics.viewport())
         hud = win.hud_text()
 
@@ -522,3 +528,84 @@ def test_rtseg_view_command_closes_cleanly_within_1_s_on_ctrl_c_and_sigterm(ctx,
             reader.join(5)
             proc.stderr.close()
         assert "Traceback" not in "".join(lines)
+
+
+# --------------------------------------------------------------------------- zones, states, events
+def test_screenshot_shows_zones_object_states_and_the_event_list(qapp, ctx, tmp_path) -> None:
+    """Object 1 is tracked inside zone "door" (amber), object 2 is lost but still has a mask
+    (dimmed), object 3 is occluded with an empty mask (a box where it was last seen)."""
+    h, w = 540, 960
+    src = open_source(f"synthetic://{w}x{h}@30?objects=3&seed=3", source_id=CAM)
+    frame = src.read()
+    gt = frame.gt_masks
+    ys3, xs3 = np.nonzero(gt[3])
+    box3 = (float(xs3.min()), float(ys3.min()), float(xs3.max() + 1), float(ys3.max() + 1))
+    ys1, xs1 = np.nonzero(gt[1])
+    door = ((max(xs1.min() - 20, 0), max(ys1.min() - 20, 0)), (min(xs1.max() + 20, w), max(ys1.min() - 20, 0)),
+            (min(xs1.max() + 20, w), min(ys1.max() + 20, h)), (max(xs1.min() - 20, 0), min(ys1.max() + 20, h)))
+    masks = np.stack([gt[1], gt[2], np.zeros((h, w), bool)])
+    boxes = np.zeros((3, 4), np.float32)
+    now = time.monotonic_ns()
+    msg = MasksMessage.from_arrays(CAM, frame.index, obj_ids=[1, 2, 3], masks=masks, scores=[4.0, -2.0, -6.0],
+                                   boxes=boxes, capture_ns=now, capture_wall_ns=time.time_ns(), processed_ns=now,
+                                   states=["tracking", "lost", "occluded"])
+    jpeg = FrameMessage.from_image(CAM, frame.index, frame.image, capture_ns=now, capture_wall_ns=time.time_ns(),
+                                   quality=98)
+
+    def ev(kind: str, obj_id: int, state: str, zone: str | None = None, box=(0.0, 0.0, 0.0, 0.0)) -> ObjectEvent:
+        return ObjectEvent(CAM, kind, obj_id, frame.index, now, time.time_ns(), state, box, 1.0, None, 2.5, zone)
+
+    events = [ev("appeared", 1, "tracking"), ev("appeared", 2, "tracking"), ev("appeared", 3, "tracking"),
+              ev("entered_zone", 1, "tracking", "door"), ev("occluded", 3, "occluded", box=box3),
+              ev("lost", 2, "lost")]
+    with Publisher("tcp://127.0.0.1:*", context=ctx) as pub, \
+            viewer(ctx, pub, size=(1100, 600), zones=(("door", door),)) as win:
+        def send() -> None:
+            pub.publish(msg)
+            pub.publish(jpeg)
+
+        pump(lambda: win.view is not None and win.view.matched, every=send, what="the first frame")
+        for e in events:  # the subscription is live now: each event once
+            pub.publish(e)
+        pump(lambda: win.view is not None and win.view.matched and win.event_list.count() == len(events)
+             and "occluded" in win.view.objects[2].state and win.feed.occupied_zones() == ["door"]
+             and any(win.object_list.item(i).text().find("lost") >= 0 for i in range(win.object_list.count())),
+             timeout=15, every=send, what="the zone, the states and the events on screen")
+        x, y = int(door[0][0]) + 30, int(door[0][1])
+        pump(lambda: np.abs(win.view.image[y, x].astype(int) - ZONE_OCCUPIED_COLOR).max() <= 40, every=send,
+             what="the zone's edge amber: it is occupied")
+        save_screenshot(win, tmp_path, "viewer-zones.png")
+        view = win.view
+        rows = [win.object_list.item(i).text() for i in range(win.object_list.count())]
+        listed = [win.event_list.item(i).text() for i in range(win.event_list.count())]
+
+    assert any("1   tracking" in r for r in rows) and any("2   lost" in r for r in rows)
+    assert any("3   occluded" in r for r in rows)
+    assert len(listed) == len(events) and listed[0].endswith("object 2 lost after 2.5 s") and any("object 1 entered door" in t for t in listed)
+    # tracked: full opacity; lost: dimmed
+    inner1 = cv2.erode(gt[1].astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    inner2 = cv2.erode(gt[2].astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~inner1
+    for inner, obj_id, alpha in ((inner1, 1, DEFAULT_ALPHA), (inner2, 2, DEFAULT_ALPHA * DIM)):
+        ys, xs = np.nonzero(inner)
+        yy, xx = ys[-1], xs[-1]  # low in the object: away from its label
+        base = view.frame[yy, xx].astype(float)
+        expected = (1 - alpha) * base + alpha * np.array(object_color(obj_id))
+        assert np.abs(view.image[yy, xx].astype(float) - expected).max() <= 2, obj_id
+    # occluded with an empty mask: its last-seen box is outlined in its colour
+    x0, y0, x1, y1 = (int(v) for v in box3)
+    edge = view.frame[(y0 + y1) // 2, x0].astype(int)
+    assert np.abs(edge - frame.image[(y0 + y1) // 2, x0].astype(int)).max() > 20
+
+
+def test_a_viewer_without_config_gets_the_zones_from_the_segmenter(ctx) -> None:
+    class WithZones(RecordingHandler):
+        def zones(self, camera: str) -> list[dict]:
+            return [{"name": "door", "polygon": [[0, 0], [40, 0], [40, 30]], "min_overlap": 0.5}]
+
+    base = dict(config=None, pub="tcp://127.0.0.1:5599", view_only=False, camera=CAM, ring=None, frame_buffer=None,
+                fps=None, client_key=None, server_key=None, log_level="INFO")
+    with serving(WithZones((48, 64)), ctx) as server:
+        opts = options_from_args(Namespace(**base, control=server.endpoint))
+    assert opts.zones == (("door", ((0, 0), (40, 0), (40, 30))),)
+    with serving(RecordingHandler((48, 64)), ctx) as server:  # a segmenter without zones
+        assert options_from_args(Namespace(**base, control=server.endpoint)).zones == ()
