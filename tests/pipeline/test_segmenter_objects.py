@@ -88,11 +88,11 @@ def test_clean_masks_change_what_is_published_and_not_what_sam2_remembers(model,
     _, clean_pred, cleaned, _ = run(model, tmp_path / "b", "    clean_masks: {open_px: 9, remove_islands_px: 400}\n",
                                     frames)
     # SAM 2's state is the same: the memory of the object and the logits it gives on the last frame
-    a, b = raw_pred._objects[1], clean_pred._objects[1]
-    for t in a.non_cond:
-        assert torch.equal(a.non_cond[t]["maskmem_features"], b.non_cond[t]["maskmem_features"])
+    assert raw_pred.obj_ids == clean_pred.obj_ids == [1]
+    for name, a in raw_pred.memory.t._asdict().items():  # every slot tensor: memories, pointers, outputs
+        assert torch.equal(a, getattr(clean_pred.memory.t, name)), name
     last = frames[-1]
-    assert np.array_equal(raw_pred.track(last).logits, clean_pred.track(last).logits)
+    assert np.array_equal(raw_pred.track(last, logits=True).logits, clean_pred.track(last, logits=True).logits)
     # the published masks differ, and area / box follow the cleaned ones
     differ = 0
     for r, c in zip(raw, cleaned, strict=True):
