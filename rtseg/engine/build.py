@@ -19,6 +19,7 @@ import torch
 
 from rtseg.engine import holes
 from rtseg.engine.checkpoints import load_into
+from rtseg.engine.encoder_cache import cache_position_embedding
 from rtseg.engine.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -177,4 +178,6 @@ def build_sam2_video_model(spec: ModelSpec, checkpoint: Path | None, device: tor
         log.info("mask hole filling: holes <= %d low-res px, by %s", model.fill_hole_area, holes.backend(device))
     else:
         log.info("mask hole filling off (engine.fill_holes: false)")
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    cache_position_embedding(model)  # a constant sam2 recomputes every frame
+    return model

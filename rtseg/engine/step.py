@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
 from rtseg.engine import holes
-from rtseg.engine.attention import masked_memory_attention, rope_tables
+from rtseg.engine.attention import Rope, frame_self_attention, masked_memory_attention, rope_tables
 from rtseg.engine.memory import SlotTensors
 
 
@@ -32,7 +32,7 @@ class StepConstants:
     side: int  # feature map side (image_size / 16)
     mem_frames: int  # spatial memories of frames t-1..t-mem_frames (sam2: num_maskmem - 1)
     ptr_frames: int  # object pointers of frames t-1..t-ptr_frames (sam2: max_obj_ptrs_in_encoder - 1)
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: Rope
     maskmem_pos: torch.Tensor  # [1, D, side, side]: sam2's memory position encoding (a constant)
     maskmem_pos_tokens: torch.Tensor  # [HW, D]
 
@@ -80,7 +80,7 @@ def memory_of(model, c: StepConstants, s: SlotTensors, t: torch.Tensor, span: in
     tpos = model.maskmem_tpos_enc.reshape(-1, d)  # [num_maskmem, D]; index num_maskmem-1: prompted frames
     wm = c.mem_frames if span is None else max(0, min(c.mem_frames, span))
     frames, idx = _window(t, wm, s.mem.shape[1])
-    mem = torch.cat([s.cond_mem, s.mem[:, idx]], dim=1).float().reshape(n, -1, d)
+    mem = [s.cond_mem.reshape(n, -1, d), s.mem[:, idx].reshape(n, -1, d)]  # bf16: cat makes them float once
     enc = torch.cat([tpos[-1:].expand(k, d), tpos[:wm].flip(0)])  # prompted: the last; frame t-j: tpos_enc[j-1]
     mem_pos = (c.maskmem_pos_tokens[None] + enc[:, None]).reshape(1, -1, d).expand(n, -1, d)
     mem_valid = torch.cat([s.cond_frame > -1, s.mem_frame[:, idx] == frames], dim=1).repeat_interleave(hw, dim=1)
@@ -97,7 +97,7 @@ def memory_of(model, c: StepConstants, s: SlotTensors, t: torch.Tensor, span: in
     ptr_pos = _pointer_pos(model, dist, d)
     split = ptr.shape[-1] // d  # a pointer is `split` tokens of the memory dimension
     ptr_tokens = ptr.reshape(n, -1, d)
-    memory = torch.cat([mem, ptr_tokens], dim=1)
+    memory = torch.cat([*mem, ptr_tokens], dim=1)
     memory_pos = torch.cat([mem_pos, ptr_pos.repeat_interleave(split, dim=1)], dim=1)
     key_mask = torch.cat([mem_valid, ptr_valid.repeat_interleave(split, dim=1)], dim=1)
     key_mask[:, 0] |= ~key_mask.any(dim=1)  # an empty slot attends to a zero key instead of to nothing (NaN)
@@ -113,15 +113,24 @@ def _pointer_pos(model, dist: torch.Tensor, d: int) -> torch.Tensor:
     return model.obj_ptr_tpos_proj(get_1d_sine_pe(dist / t_diff_max, dim=dim))
 
 
-def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: SlotTensors, span: int | None = None):
-    """One frame for every object slot in `s`; returns (low-res logits [N,1,s/4,s/4], scores [N,1])."""
-    vision_feats, vision_pos, feat_sizes = feats
+def frame_part(model, c: StepConstants, feats: tuple) -> torch.Tensor:
+    """What memory attention computes from the frame alone, once for all of its objects."""
+    vision_feats, vision_pos, _ = feats
+    return frame_self_attention(model.memory_attention, vision_feats[-1].transpose(0, 1),
+                                vision_pos[-1].transpose(0, 1), c.rope)
+
+
+def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: SlotTensors, span: int | None = None,
+                  shared: torch.Tensor | None = None):
+    """One frame for every object slot in `s`; returns (low-res logits [N,1,s/4,s/4], scores [N,1]).
+    `shared`: `frame_part` of this frame, if already computed."""
+    vision_feats, _, feat_sizes = feats
     n = s.cond_frame.shape[0]
     hw, ch = vision_feats[-1].shape[0], vision_feats[-1].shape[2]
     memory, memory_pos, key_mask, n_ptr = memory_of(model, c, s, t, span)
-    curr = vision_feats[-1].transpose(0, 1).expand(n, hw, ch)
-    curr_pos = vision_pos[-1].transpose(0, 1).expand(n, hw, ch)
-    out = masked_memory_attention(model.memory_attention, curr, curr_pos, memory, memory_pos, key_mask, n_ptr, c.rope)
+    if shared is None:
+        shared = frame_part(model, c, feats)
+    out = masked_memory_attention(model.memory_attention, shared, memory, memory_pos, key_mask, n_ptr, c.rope)
     pix_feat = out.transpose(1, 2).reshape(n, ch, c.side, c.side)
     high_res = [x.permute(1, 2, 0).reshape(1, x.shape[2], *size).expand(n, -1, -1, -1)
                 for x, size in zip(vision_feats[:-1], feat_sizes[:-1])]
@@ -160,7 +169,7 @@ def render(low_res: torch.Tensor, scores: torch.Tensor, height: int, width: int,
     """Source-size masks (bit-packed), boxes, scores (and float logits if asked) as one uint8 tensor."""
     full = F.interpolate(low_res.float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     masks = full > 0
-    parts = [_pack_bits(masks.reshape(masks.shape[0], -1)).reshape(-1), _boxes_of(masks).view(torch.uint8).reshape(-1),
+    parts = [pack_bits(masks.reshape(masks.shape[0], -1)).reshape(-1), _boxes_of(full).view(torch.uint8).reshape(-1),
              scores.float().reshape(-1).view(torch.uint8)]
     if logits:
         parts.append(full.reshape(-1).view(torch.uint8))
@@ -173,24 +182,31 @@ def unpack(buf: np.ndarray, n: int, height: int, width: int, logits: bool):
     packed = (pixels + 7) // 8
     at = n * packed
     masks = np.unpackbits(buf[:at].reshape(n, packed), axis=1, count=pixels, bitorder="little")
-    masks = masks.astype(bool).reshape(n, height, width)
+    masks = masks.view(bool).reshape(n, height, width)  # 0/1 bytes: a bool view, no copy
     boxes = buf[at:at + 16 * n].view(np.float32).reshape(n, 4)
     scores = buf[at + 16 * n:at + 20 * n].view(np.float32)
     full = buf[at + 20 * n:].view(np.float32).reshape(n, height, width) if logits else None
     return masks, boxes, scores, full
 
 
-def _pack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """[N, P] bool -> [N, ceil(P/8)] uint8, little bit order (numpy's unpackbits(bitorder='little'))."""
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """[N, P] bool -> [N, ceil(P/8)] uint8, little bit order (numpy's unpackbits(bitorder='little')).
+
+    Each 8 bools (bytes 0/1) are read as one int64; a multiply gathers the 8 low bits into
+    one byte, per 4-byte half so that nothing overflows (one pass, no per-bit loop)."""
     n, p = bits.shape
-    padded = F.pad(bits.to(torch.uint8), (0, (-p) % 8)).reshape(n, -1, 8)
-    weights = torch.bitwise_left_shift(1, torch.arange(8, device=bits.device)).to(torch.uint8)  # no host copy
-    return (padded * weights).sum(dim=-1, dtype=torch.uint8)
+    if p % 8:
+        bits = F.pad(bits, (0, 8 - p % 8))
+    words = bits.contiguous().view(torch.uint8).reshape(n, -1, 8).view(torch.int64)[..., 0]
+    lo, hi = words & 0xFFFFFFFF, words >> 32  # byte i of a half at bit 8i
+    gather = 0x10204080  # byte i's bit lands at bit 28 + i
+    return ((lo * gather >> 28) & 0xF | ((hi * gather >> 28) & 0xF) << 4).to(torch.uint8)
 
 
-def _boxes_of(masks: torch.Tensor) -> torch.Tensor:
-    """[N, H, W] bool -> [N, 4] float32 xyxy (x1, y1 exclusive); zeros for an empty mask. No host sync."""
-    cols, rows = masks.any(dim=1), masks.any(dim=2)
+def _boxes_of(full: torch.Tensor) -> torch.Tensor:
+    """[N, H, W] logits -> [N, 4] float32 xyxy of `full > 0` (x1, y1 exclusive); zeros for an empty mask.
+    Row and column maxima of the logits (a float reduction, cheaper than `any` on a bool mask). No host sync."""
+    cols, rows = full.amax(dim=1) > 0, full.amax(dim=2) > 0
     w, h = cols.shape[1], rows.shape[1]
     x0 = cols.to(torch.uint8).argmax(dim=1)  # argmax returns the first maximum
     x1 = w - cols.flip(1).to(torch.uint8).argmax(dim=1)
@@ -217,7 +233,8 @@ def make_frame_step(model, consts: StepConstants, mode: str, device: torch.devic
                    span: int | None = None) -> torch.Tensor:
         n = slots.cond_frame.shape[0]
         size = chunk or n
-        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n)), span)
+        shared = frame_part(model, consts, feats)
+        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n)), span, shared)
                 for a in range(0, n, size)]
         low_res = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]
         scores = torch.cat([o[1] for o in outs]) if len(outs) > 1 else outs[0][1]
