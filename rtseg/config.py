@@ -227,9 +227,10 @@ class SegmenterConfig(StrictModel):
     # client) so the start of a file is not published to nobody; 0 starts at once
     wait_for_subscriber_s: float = Field(default=10.0, ge=0)
     # frames of cameras that are ready together go through the image encoder as one batch
-    # (at most max_batch); a late camera is waited for at most batch_wait_s (0: never)
+    # (at most max_batch; unset: 8 on a GPU, 1 on the CPU, where a batch is slower); a late
+    # camera is waited for at most batch_wait_s (0: never)
     batch_cameras: bool = False
-    max_batch: int = Field(default=8, ge=1)
+    max_batch: int | None = Field(default=None, ge=1)
     batch_wait_s: float = Field(default=0.0, ge=0)
 
 

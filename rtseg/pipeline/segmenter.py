@@ -134,7 +134,7 @@ class Segmenter:
 
     def _step_batched(self, timeout_s: float) -> int:
         """segmenter.batch_cameras: the cameras with a frame ready go through the image encoder
-        together (max_batch at a time); a late camera is waited for at most batch_wait_s."""
+        together (`camera_batch` at a time); a late camera is waited for at most batch_wait_s."""
         seg = self.cfg.segmenter
         ready = self._ready_frames(0.0)
         if not ready:  # nothing yet: wait as the unbatched loop does, until one camera has a frame
@@ -148,10 +148,11 @@ class Segmenter:
                  if rf.frame.index > self.cams[name].published.value]  # not published before a restart
         for pipe, rf in batch:
             pipe.published.value = rf.frame.index  # first: a kill now leaves a gap, never a repeat
-        for i in range(0, len(batch), seg.max_batch):
-            chunk = batch[i:i + seg.max_batch]
+        size = camera_batch(self.cfg, self.device_name)
+        for i in range(0, len(batch), size):
+            chunk = batch[i:i + size]
             t0 = time.monotonic_ns()
-            results = track_cameras([(pipe.predictor, rf.frame.image) for pipe, rf in chunk])
+            results = track_cameras([(pipe.predictor, rf.frame.image) for pipe, rf in chunk], encoder_batch=size)
             for (pipe, rf), result in zip(chunk, results):
                 self._publish(pipe, rf, result, t0)
         return len(batch)
@@ -434,6 +435,14 @@ def build_predictors(cfg: Config, checkpoint: str | None) -> tuple[dict[str, Str
         for cam in cfg.cameras
     }
     return preds, str(device)
+
+
+def camera_batch(cfg: Config, device: Any) -> int:
+    """segmenter.max_batch, or when unset the device's choice: 8 frames per image-encoder pass on a
+    GPU, one on the CPU (rtseg.engine.predictor.auto_chunk)."""
+    from rtseg.engine.predictor import auto_chunk
+
+    return cfg.segmenter.max_batch or auto_chunk(device) or 8
 
 
 def object_chunk(cfg: Config, device: Any) -> int | None:

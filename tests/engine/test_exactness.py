@@ -84,7 +84,8 @@ def run_streaming(checkpoint, clips, *, compile: str = "off", ptr_window: int | 
             pred._frame_step = make_frame_step(model, consts, "off", pred.device)
     logits, life = {}, {}
     for i in range(N_FRAMES):
-        results = dict(zip(CAMERAS, track_cameras([(preds[c], clips[c][0][i]) for c in CAMERAS], logits=True)))
+        results = dict(zip(CAMERAS, track_cameras([(preds[c], clips[c][0][i]) for c in CAMERAS],
+                                                    logits=True, encoder_batch=len(CAMERAS))))
         removed = []
         for frame, cam, obj, prompt in SCRIPT:
             if frame != i:
