@@ -36,3 +36,20 @@ def test_bench_runs_both_predictors_and_writes_sane_numbers(tmp_path, capsys, mo
 def test_bench_rejects_too_few_frames_with_a_clear_message(caplog):
     assert main(["bench", "--frames", "2", "--warmup", "1"]) == 2
     assert "need frames >= warmup + 2" in caplog.text
+
+
+def test_tools_bench_engine_is_rtseg_bench(tmp_path):
+    """tools/bench_engine.py (the name the engine issue uses) runs the same bench, as a script."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "bench.json"
+    script = Path(__file__).resolve().parents[2] / "tools" / "bench_engine.py"
+    proc = subprocess.run([sys.executable, str(script), "--image-size", "64", "--frames", "2", "--warmup", "0",
+                           "--objects", "1", "--cameras", "1", "--source-size", "64x48",
+                           "--checkpoint-dir", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(r["predictor"] for r in json.loads(out.read_text())["results"]) == ["official", "rtseg"]
+    assert "x official" in proc.stdout
