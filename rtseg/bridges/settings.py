@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtseg.config import Config, ConfigError, load_config
+from rtseg.config import Config
 from rtseg.proc import stop_on_signals
 from rtseg.protocol import DEFAULT_PUB
-from rtseg.view.viewer import ViewerError, connectable, running_ring
+from rtseg.view.viewer import ViewerError, config_and_publisher, running_ring
 
 
 class SettingsError(ValueError):
@@ -42,13 +42,10 @@ def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def feed_settings(args: argparse.Namespace) -> FeedSettings:
     """Resolve the shared options; raises SettingsError naming what is wrong."""
-    cfg = None
-    if args.config:
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as e:
-            raise SettingsError(f"invalid config:\n{e}") from None
-    pub = args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
+    try:
+        cfg, pub = config_and_publisher(args.config, args.pub)
+    except ViewerError as e:
+        raise SettingsError(str(e)) from None
     cameras = args.cameras or ([c.id for c in cfg.cameras] if cfg else None)
     if cfg and args.cameras:
         unknown = sorted(set(args.cameras) - {c.id for c in cfg.cameras})

@@ -86,6 +86,7 @@ class RunResult:
     state_bytes_after_prompt: int
     state_bytes: int
     video_bytes: int  # official: the preprocessed clip init_state holds; rtseg: 0
+    interleaved: bool = False  # frame by frame with the other predictor: latencies pair up
 
     @property
     def fps(self) -> float:
@@ -388,6 +389,7 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
                 for run, numbers in zip(timed, measure(timed, clip.frames, device, args.interleave, precision)):
                     numbers["latencies_ms"] = numbers["latencies_ms"][args.warmup:]
                     results.append(RunResult(model=spec.name, objects=n, cameras=k, predictor=run.name,
+                                             interleaved=args.interleave,
                                              device=str(device), image_size=int(model.image_size),
                                              frames=clip.frames, warmup=args.warmup, weights=weights, **numbers))
                     print(format_table(results[-1:], header=False), flush=True)
@@ -395,18 +397,40 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
 
 
 # ---------------------------------------------------------------------- output
-COLUMNS = ("model", "cams", "obj", "predictor", "init_state s", "first mask s", "FPS", "x official", "p50 ms",
-           "p99 ms", "peak mem MiB", "state MiB", "video MiB")
+COLUMNS = ("model", "cams", "obj", "predictor", "init_state s", "first mask s", "FPS", "x official", "95% CI",
+           "p50 ms", "p99 ms", "peak mem MiB", "state MiB", "video MiB")
+
+
+def paired_speedup(rtseg: RunResult, official: RunResult) -> tuple[float, float, float] | None:
+    """Interleaved runs: the geometric mean of official/rtseg latency over paired frames, with a
+    95% confidence interval (t distribution of the log ratios); None when the runs do not pair."""
+    a, b = np.asarray(rtseg.latencies_ms), np.asarray(official.latencies_ms)
+    if not (rtseg.interleaved and official.interleaved) or len(a) != len(b) or len(a) < 3:
+        return None
+    logs = np.log(b / a)
+    half = _t975(len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    return float(np.exp(logs.mean())), float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+
+
+# Student's t, two-sided 95%, for 1..30 degrees of freedom (beyond: the normal 1.96)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t975(df: int) -> float:
+    return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
 def format_table(results: list[RunResult], header: bool = True) -> str:
     rows = [COLUMNS] if header else []
-    official = {(r.model, r.cameras, r.objects): r.fps for r in results if r.predictor == "official"}
+    official = {(r.model, r.cameras, r.objects): r for r in results if r.predictor == "official"}
     for r in results:
         base = official.get((r.model, r.cameras, r.objects))
+        paired = paired_speedup(r, base) if base is not None and r is not base else None
         rows.append((r.model, str(r.cameras), str(r.objects), r.predictor,
                      "-" if r.init_state_s is None else f"{r.init_state_s:.2f}", f"{r.first_mask_s:.2f}",
-                     f"{r.fps:.2f}", "-" if base is None else f"{r.fps / base:.2f}", f"{r.p50_ms:.0f}",
+                     f"{r.fps:.2f}", "-" if base is None else f"{r.fps / base.fps:.2f}",
+                     "-" if paired is None else f"{paired[1]:.2f}-{paired[2]:.2f}", f"{r.p50_ms:.0f}",
                      f"{r.p99_ms:.0f}",
                      "-" if r.peak_mem_bytes is None else f"{r.peak_mem_bytes / MIB:.0f}",
                      f"{r.state_bytes / MIB:.2f}", f"{r.video_bytes / MIB:.0f}" if r.video_bytes else "-"))

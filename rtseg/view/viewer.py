@@ -59,6 +59,19 @@ def connectable(endpoint: str) -> str:
     return endpoint
 
 
+def config_and_publisher(config_path: str | None, pub_option: str | None) -> tuple[Config | None, str]:
+    """A feed's config (None without one) and the publisher it reads: the option, else the
+    config's network.pub (as something to connect to), else the default. Raises ViewerError
+    for an invalid config. The viewer and the bridges resolve their feed here."""
+    cfg = None
+    if config_path:
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as e:
+            raise ViewerError(f"invalid config:\n{e}") from None
+    return cfg, pub_option or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
+
+
 def _curve_client(client_key: Path | None, server_key: Path | None, curve_required: bool) -> Any:
     if client_key is None and server_key is None and curve_required:
         raise ViewerError("security.curve is on: give the viewer a client key pair and the server's public key "
@@ -121,14 +134,8 @@ def running_ring(cfg: Config, camera: str) -> str:
 
 
 def options_from_args(args: argparse.Namespace) -> ViewerOptions:
-    cfg = None
-    if args.config:
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as e:
-            raise ViewerError(f"invalid config:\n{e}") from None
     cluster = getattr(args, "cluster", None)
-    pub = cluster or args.pub or (connectable(cfg.network.pub) if cfg else DEFAULT_PUB)
+    cfg, pub = config_and_publisher(args.config, cluster or args.pub)
     control = None if args.view_only else (cluster or args.control or (
         connectable(cfg.network.control) if cfg else DEFAULT_CONTROL))
     if cluster and not (args.camera or cfg):

@@ -53,3 +53,23 @@ def test_tools_bench_engine_is_rtseg_bench(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(r["predictor"] for r in json.loads(out.read_text())["results"]) == ["official", "rtseg"]
     assert "x official" in proc.stdout
+
+
+def test_paired_speedup_of_interleaved_runs():
+    from rtseg.engine.bench import RunResult, format_table, paired_speedup
+
+    def run(name, latencies, interleaved=True):
+        return RunResult(model="m", objects=1, cameras=1, predictor=name, device="cpu", image_size=64, frames=9,
+                         warmup=0, weights="random", first_mask_s=1.0, init_state_s=None, latencies_ms=latencies,
+                         peak_mem_bytes=None, peak_mem_kind="-", state_bytes_after_prompt=1, state_bytes=1,
+                         video_bytes=0, interleaved=interleaved)
+
+    official = [100.0, 300.0, 200.0, 150.0]
+    fast = run("rtseg", [x / 2 for x in official])
+    assert paired_speedup(fast, run("official", official)) == pytest.approx((2.0, 2.0, 2.0))
+    noisy = run("rtseg", [50.0, 160.0, 95.0, 75.0])
+    mean, low, high = paired_speedup(noisy, run("official", official))
+    assert low < mean < high and low < 2.0 < high
+    assert paired_speedup(fast, run("official", official, interleaved=False)) is None  # not paired frame by frame
+    table = format_table([fast, run("official", official)])
+    assert "95% CI" in table and "2.00-2.00" in table
