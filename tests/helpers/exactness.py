@@ -9,6 +9,7 @@ place it calls its own, after every `track_step`. Both sides then fill the same 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import cv2
@@ -55,8 +56,10 @@ def run_streaming(checkpoint, frames, gt, *, ptr_window: int | None = None, devi
     return logits
 
 
-def run_official(checkpoint, frames, gt, tmp_path, device: str = "cpu") -> dict[int, dict[int, np.ndarray]]:
-    """Logits per object per frame from sam2's own predictor, one object per inference state."""
+def run_official(checkpoint, frames, gt, tmp_path, device: str = "cpu",
+                 precision=None) -> dict[int, dict[int, np.ndarray]]:
+    """Logits per object per frame from sam2's own predictor, one object per inference state;
+    under `precision`'s autocast (a rtseg.engine.precision.Precision) when given."""
     from sam2.build_sam import build_sam2_video_predictor
 
     official = build_sam2_video_predictor(
@@ -72,7 +75,7 @@ def run_official(checkpoint, frames, gt, tmp_path, device: str = "cpu") -> dict[
     norm = Normalizer(dev)
     images = torch.cat([norm(resize_uint8(as_rgb_tensor(f, dev), IMAGE_SIZE)) for f in frames])
     out: dict[int, dict[int, np.ndarray]] = {}
-    with holes.official_predictor_fills_everywhere():
+    with holes.official_predictor_fills_everywhere(), (precision.autocast() if precision else contextlib.nullcontext()):
         for obj_id, (at, kwargs) in PROMPTS.items():
             out[obj_id] = _official_object(official, folder, images, gt, obj_id, at, kwargs)
     return out
