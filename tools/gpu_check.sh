@@ -21,6 +21,8 @@ usage: tools/gpu_check.sh [options]
   --out DIR                output folder (default: $OUT, else ./gpu-check-out)
   --models LIST            bench models (default: sam2.1_hiera_t,sam2.1_hiera_l)
   --objects LIST           bench object counts (default: 1,4; cpu: 1)
+  --cameras LIST           bench camera counts, each run of every object count (default: 1)
+  --compile MODE           rtseg's step in the bench: off, default or graphs (CUDA graphs) (default: off)
   --frames N               bench frames per run (default: 300; cpu: 4)
   --warmup N               bench warm-up frames (default: 10; cpu: 1)
   --source-size WxH        synthetic source size (default: 1920x1080; cpu: 320x240)
@@ -45,7 +47,7 @@ need_value() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value"; }
 is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 
 device=cuda out=${OUT:-gpu-check-out} models=sam2.1_hiera_t,sam2.1_hiera_l
-objects="" frames="" warmup="" source_size="" image_size="" budget=""
+objects="" frames="" warmup="" source_size="" image_size="" budget="" cameras=1 compile=off
 install=auto run_tests=1 run_bench=1 plan=0
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -53,6 +55,8 @@ while [[ $# -gt 0 ]]; do
     --out) need_value "$@"; out=$2; shift 2 ;;
     --models) need_value "$@"; models=$2; shift 2 ;;
     --objects) need_value "$@"; objects=$2; shift 2 ;;
+    --cameras) need_value "$@"; cameras=$2; shift 2 ;;
+    --compile) need_value "$@"; compile=$2; shift 2 ;;
     --frames) need_value "$@"; frames=$2; shift 2 ;;
     --warmup) need_value "$@"; warmup=$2; shift 2 ;;
     --source-size) need_value "$@"; source_size=$2; shift 2 ;;
@@ -73,6 +77,8 @@ case $device in
   *) die "--device must be cuda or cpu, got '$device'" ;;
 esac
 [[ $objects =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--objects must be counts like 1,4, got '$objects'"
+[[ $cameras =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--cameras must be counts like 1,4, got '$cameras'"
+case $compile in off|default|graphs) ;; *) die "--compile must be off, default or graphs, got '$compile'" ;; esac
 [[ $models =~ ^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$ ]] || die "--models must be names like sam2.1_hiera_t, got '$models'"
 is_count "$frames" || die "--frames must be a positive integer, got '$frames'"
 [[ $warmup =~ ^[0-9]+$ ]] || die "--warmup must be an integer >= 0, got '$warmup'"
@@ -88,13 +94,14 @@ cuda_tests=(tests/engine tests/pipeline/test_segmenter_device.py)
 
 settings_json() {
   "$py" - "$device" "$out" "$models" "$objects" "$frames" "$warmup" "$source_size" "$image_size" \
-    "$install" "$run_tests" "$run_bench" "$budget" <<'PY'
+    "$install" "$run_tests" "$run_bench" "$budget" "$cameras" "$compile" <<'PY'
 import json, sys
 keys = ("device", "out", "models", "objects", "frames", "warmup", "source_size", "image_size",
-        "install", "tests", "bench", "budget_s")
+        "install", "tests", "bench", "budget_s", "cameras", "compile")
 v = dict(zip(keys, sys.argv[1:]))
 v["models"] = v["models"].split(",")
 v["objects"] = [int(x) for x in v["objects"].split(",")]
+v["cameras"] = [int(x) for x in v["cameras"].split(",")]
 for k in ("frames", "warmup", "budget_s"):
     v[k] = int(v[k])
 v["image_size"] = int(v["image_size"]) if v["image_size"] else None
@@ -180,8 +187,8 @@ if ((run_bench)); then
   IFS=, read -r -a object_counts <<<"$objects"
   for m in "${model_list[@]}"; do
     for n in "${object_counts[@]}"; do
-      args=(--device "$device" --models "$m" --objects "$n" --frames "$frames" --warmup "$warmup"
-            --source-size "$source_size" --json "$out/bench-$m-$n.json")
+      args=(--device "$device" --models "$m" --objects "$n" --cameras "$cameras" --compile "$compile"
+            --frames "$frames" --warmup "$warmup" --source-size "$source_size" --json "$out/bench-$m-$n.json")
       if [[ -n $image_size ]]; then args+=(--image-size "$image_size"); fi
       step "bench-$m-$n" "$py" -m rtseg.cli bench "${args[@]}"
     done

@@ -14,7 +14,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-BENCH_FIELDS = ("model", "objects", "predictor", "device", "image_size", "frames", "warmup", "weights",
+BENCH_FIELDS = ("model", "cameras", "objects", "predictor", "device", "image_size", "frames", "warmup", "weights",
                 "fps", "p50_ms", "p99_ms", "first_mask_s", "init_state_s", "peak_mem_bytes", "state_bytes")
 
 

@@ -36,6 +36,9 @@ def test_the_gpu_defaults_are_the_issues_check():
     assert p["device"] == "cuda" and p["models"] == ["sam2.1_hiera_t", "sam2.1_hiera_l"]
     assert (p["objects"], p["frames"], p["source_size"], p["image_size"]) == ([1, 4], 300, "1920x1080", None)
     assert p["tests"] and p["bench"] and p["budget_s"] == 450 and p["out"] == "gpu-check-out"
+    assert (p["cameras"], p["compile"]) == ([1], "off")
+    p = plan("--objects", "1,8,16", "--cameras", "1,4", "--compile", "graphs")  # issue #11's GPU figures
+    assert (p["objects"], p["cameras"], p["compile"]) == ([1, 8, 16], [1, 4], "graphs")
 
 
 def test_cpu_is_a_dry_run_with_tiny_defaults_that_options_override():
@@ -54,6 +57,8 @@ def test_cpu_is_a_dry_run_with_tiny_defaults_that_options_override():
     (["--frames"], "--frames needs a value"),
     (["--frames", "--no-tests"], "--frames needs a value"),
     (["--objects", "1,,4"], "--objects must be counts like 1,4"),
+    (["--cameras", "0"], "--cameras must be counts like 1,4"),
+    (["--compile", "fast"], "--compile must be off, default or graphs"),
     (["--frames", "3", "--warmup", "2"], "--frames 3 leaves no timed frame after --warmup 2"),
     (["--source-size", "1920"], "--source-size must be WIDTHxHEIGHT"),
     (["--install", "maybe"], "--install must be auto, yes or no"),
@@ -70,7 +75,7 @@ def test_bad_arguments_stop_it_before_anything_runs(args, message, tmp_path):
 def test_help_lists_every_option():
     done = gpu_check("--help")
     assert done.returncode == 0
-    for option in ("--device", "--out", "--models", "--objects", "--frames", "--warmup", "--source-size",
+    for option in ("--device", "--out", "--models", "--objects", "--cameras", "--compile", "--frames", "--warmup", "--source-size",
                    "--image-size", "--install", "--no-tests", "--no-bench", "--budget", "--plan"):
         assert option in done.stdout
 
@@ -123,12 +128,13 @@ def test_a_dry_run_on_the_cpu_end_to_end(tmp_path):
     out = tmp_path / "out"
     done = gpu_check("--device", "cpu", "--models", "sam2.1_hiera_t", "--frames", "3", "--warmup", "0",
                      "--image-size", "128", "--source-size", "160x120", "--no-tests", "--out", str(out),
-                     timeout=280)
+                     "--cameras", "1,2", timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["ok"] and [s["name"] for s in report["steps"]] == ["environment", "bench-sam2.1_hiera_t-1"]
     assert report["environment"]["hole_filling"]["cpu"] == "torch"
-    assert sorted(b["predictor"] for b in report["bench"]) == ["official", "rtseg"]
+    assert sorted((b["cameras"], b["predictor"]) for b in report["bench"]) == [
+        (1, "official"), (1, "rtseg"), (2, "official"), (2, "rtseg")]
     assert all(b["fps"] > 0 and b["image_size"] == 128 for b in report["bench"])
     log = (out / "gpu_check.log").read_text()
     assert "=== bench-sam2.1_hiera_t-1" in log and "exit 0" in log
