@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk", type=int, default=None,
                         help="rtseg: objects per batch of the step (default: as `rtseg run` chooses it, "
                              "all in one batch on a GPU, one at a time on the CPU)")
+    parser.add_argument("--encoder-batch", type=int, default=None,
+                        help="rtseg with --cameras: frames per image-encoder pass (default: as `rtseg run` chooses "
+                             "it, all cameras in one pass on a GPU, one at a time on the CPU)")
     parser.add_argument("--device", type=_device, default="cpu", help="cpu, auto, cuda or cuda:N (default: cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="as engine.precision in a config (default: auto: bf16 on GPUs with native bf16, "
@@ -95,6 +98,10 @@ def main(args: argparse.Namespace) -> int:
         log.error("--frames %d with --warmup %d leaves no frame to time: need frames >= warmup + 2",
                   args.frames, args.warmup)
         return 2
+    for option, value in (("--chunk", args.chunk), ("--encoder-batch", args.encoder_batch)):
+        if value is not None and value < 1:
+            log.error("%s %d: must be at least 1 (or left out: the device's choice)", option, value)
+            return 2
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
         log.error("--image-size %d: must be a multiple of 16, at least 64 (default: the model's 1024)", args.image_size)
         return 2

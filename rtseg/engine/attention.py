@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+from sam2.modeling.position_encoding import apply_rotary_enc
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,7 @@ class Rope:
 
 
 def rope_tables(memory_attention, side: int, device: torch.device) -> Rope:
-    attn = memory_attention.layers[0].self_attn
-    theta = getattr(attn, "rope_theta", 10000.0)
-    cis = compute_axial_cis(dim=attn.internal_dim // attn.num_heads, end_x=side, end_y=side, theta=theta)
+    cis = memory_attention.layers[0].self_attn.compute_cis(end_x=side, end_y=side)  # sam2's, with its theta
     return Rope(cis.to(device), cis.real.contiguous().to(device), cis.imag.contiguous().to(device))
 
 

@@ -12,7 +12,8 @@ with a box at frame 0. Reported per run:
   in it: they start from the decoded frame on the host (HxWx3 uint8 RGB; decoding the JPEG is
   not timed) and end with every object's boolean mask at source resolution on the host.
   rtseg: `track()` (upload, resize, normalise, the batched step, masks, boxes, scores, one
-  host copy), or `track_cameras` for several cameras (one image-encoder batch). The official
+  host copy), or `track_cameras` for several cameras (`--encoder-batch` frames per image-encoder
+  pass; default: as `rtseg run` chooses, all on a GPU, one at a time on the CPU). The official
   predictor: sam2's own loader steps for that frame (PIL resize, /255, upload, normalise, as
   `init_state` does them) written into its state, the next yield of `propagate_in_video`,
   then `logits > 0` copied to the host. With `--cameras K` both run K streams (official: K
@@ -226,15 +227,17 @@ class RtsegRun:
 
     name = "rtseg"
 
-    def __init__(self, preds: list[StreamingPredictor], clip: Clip, objects: int, device: torch.device):
+    def __init__(self, preds: list[StreamingPredictor], clip: Clip, objects: int, device: torch.device,
+                 encoder_batch: int | None = None):
         self.preds, self.clip, self.objects, self.clock = preds, clip, objects, Clock(device)
+        self.encoder_batch = encoder_batch  # frames per image-encoder pass (None: the device's choice)
         self.latencies_ms: list[float] = []
 
     def _track(self, frame: np.ndarray) -> None:
         if len(self.preds) == 1:
             self.preds[0].track(frame)
         else:
-            track_cameras([(pred, frame) for pred in self.preds])
+            track_cameras([(pred, frame) for pred in self.preds], encoder_batch=self.encoder_batch)
 
     def start(self) -> None:
         for pred in self.preds:
@@ -374,7 +377,8 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
         # capacity = the object count: the step does no padding work
         preds = [StreamingPredictor(model, objects=objects, compile=args.compile, precision=precision,
                                     chunk=default_chunk(args.chunk, device)) for _ in range(cameras)]
-        return [RtsegRun(preds, clip_, objects, device), OfficialRun(official, clip_, objects, device, cameras)]
+        return [RtsegRun(preds, clip_, objects, device, args.encoder_batch),
+                OfficialRun(official, clip_, objects, device, cameras)]
 
     with holes.official_predictor_fills_everywhere():
         # One untimed pass first: the first forward passes of a process pay one-off costs (kernel
@@ -397,13 +401,15 @@ def bench_model(spec: ModelSpec, args, clip: Clip, warm: Clip, device: torch.dev
 
 
 # ---------------------------------------------------------------------- output
-COLUMNS = ("model", "cams", "obj", "predictor", "init_state s", "first mask s", "FPS", "x official", "95% CI",
+COLUMNS = ("model", "cams", "obj", "predictor", "init_state s", "first mask s", "FPS", "x official", "paired x (95% CI)",
            "p50 ms", "p99 ms", "peak mem MiB", "state MiB", "video MiB")
 
 
 def paired_speedup(rtseg: RunResult, official: RunResult) -> tuple[float, float, float] | None:
     """Interleaved runs: the geometric mean of official/rtseg latency over paired frames, with a
-    95% confidence interval (t distribution of the log ratios); None when the runs do not pair."""
+    95% confidence interval (t distribution of the log ratios, frames taken as independent);
+    None when the runs do not pair. Close to, but not the same number as, the FPS ratio (a ratio
+    of total times)."""
     a, b = np.asarray(rtseg.latencies_ms), np.asarray(official.latencies_ms)
     if not (rtseg.interleaved and official.interleaved) or len(a) != len(b) or len(a) < 3:
         return None
@@ -412,13 +418,17 @@ def paired_speedup(rtseg: RunResult, official: RunResult) -> tuple[float, float,
     return float(np.exp(logs.mean())), float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
-# Student's t, two-sided 95%, for 1..30 degrees of freedom (beyond: the normal 1.96)
+# Student's t, two-sided 95%, for 1..30 degrees of freedom (beyond: the normal quantile with two
+# Cornish-Fisher terms, within 0.01% of t there)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def _t975(df: int) -> float:
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    z = 1.959964
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def format_table(results: list[RunResult], header: bool = True) -> str:
@@ -430,7 +440,8 @@ def format_table(results: list[RunResult], header: bool = True) -> str:
         rows.append((r.model, str(r.cameras), str(r.objects), r.predictor,
                      "-" if r.init_state_s is None else f"{r.init_state_s:.2f}", f"{r.first_mask_s:.2f}",
                      f"{r.fps:.2f}", "-" if base is None else f"{r.fps / base.fps:.2f}",
-                     "-" if paired is None else f"{paired[1]:.2f}-{paired[2]:.2f}", f"{r.p50_ms:.0f}",
+                     "-" if paired is None else f"{paired[0]:.2f} ({paired[1]:.2f}-{paired[2]:.2f})",
+                     f"{r.p50_ms:.0f}",
                      f"{r.p99_ms:.0f}",
                      "-" if r.peak_mem_bytes is None else f"{r.peak_mem_bytes / MIB:.0f}",
                      f"{r.state_bytes / MIB:.2f}", f"{r.video_bytes / MIB:.0f}" if r.video_bytes else "-"))

@@ -18,23 +18,30 @@ class CachedPositionEmbedding:
     def __init__(self, trunk):
         self.trunk = trunk
         self.compute = trunk._get_pos_embed  # sam2's bound method
-        self.cache: dict[tuple, torch.Tensor] = {}
+        self.cache: dict[tuple, tuple[torch.Tensor, tuple]] = {}  # key -> (embedding, its weights)
+
+    def _params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.trunk.pos_embed, self.trunk.pos_embed_window
 
     def _key(self, hw) -> tuple:
-        params = (self.trunk.pos_embed, self.trunk.pos_embed_window)
+        params = self._params()
         device = self.trunk.pos_embed.device.type
         return (tuple(int(x) for x in hw), torch.is_inference_mode_enabled(), torch.is_autocast_enabled(device),
                 torch.get_autocast_dtype(device), *((p.device, p.dtype, p._version, p.data_ptr()) for p in params))
 
     def __call__(self, hw) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # training, or traced: sam2's path
             return self.compute(hw)
         key = self._key(hw)
-        if key not in self.cache:
+        entry = self.cache.get(key)
+        if entry is None:
             if len(self.cache) >= 8:  # other sizes or stale weights: start over
                 self.cache.clear()
-            self.cache[key] = self.compute(hw)
-        return self.cache[key]
+            # the entry holds the weights it was computed from, so their memory cannot be reused by
+            # other weights with the same address and version (e.g. after `param.data = new`)
+            entry = (self.compute(hw), tuple(p.detach() for p in self._params()))
+            self.cache[key] = entry
+        return entry[0]
 
 
 def cache_position_embedding(model) -> None:

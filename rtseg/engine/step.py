@@ -194,7 +194,7 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
 
     Each 8 bools (bytes 0/1) are read as one int64; a multiply gathers the 8 low bits into
     one byte, per 4-byte half so that nothing overflows (one pass, no per-bit loop)."""
-    n, p = bits.shape
+    n, p = bits.shape  # the int64 view reads bytes little-endian, as every platform torch runs on
     if p % 8:
         bits = F.pad(bits, (0, 8 - p % 8))
     words = bits.contiguous().view(torch.uint8).reshape(n, -1, 8).view(torch.int64)[..., 0]
@@ -205,7 +205,8 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
 
 def _boxes_of(full: torch.Tensor) -> torch.Tensor:
     """[N, H, W] logits -> [N, 4] float32 xyxy of `full > 0` (x1, y1 exclusive); zeros for an empty mask.
-    Row and column maxima of the logits (a float reduction, cheaper than `any` on a bool mask). No host sync."""
+    Row and column maxima of the logits (a float reduction, cheaper than `any` on a bool mask). No host sync.
+    Logits are finite (a NaN would make its row and column count as empty)."""
     cols, rows = full.amax(dim=1) > 0, full.amax(dim=2) > 0
     w, h = cols.shape[1], rows.shape[1]
     x0 = cols.to(torch.uint8).argmax(dim=1)  # argmax returns the first maximum

@@ -38,6 +38,12 @@ def test_bench_rejects_too_few_frames_with_a_clear_message(caplog):
     assert "need frames >= warmup + 2" in caplog.text
 
 
+@pytest.mark.parametrize("option", ["--chunk", "--encoder-batch"])
+def test_bench_rejects_a_batch_below_one(option, caplog):
+    assert main(["bench", option, "0"]) == 2
+    assert f"{option} 0: must be at least 1" in caplog.text
+
+
 def test_tools_bench_engine_is_rtseg_bench(tmp_path):
     """tools/bench_engine.py (the name the engine issue uses) runs the same bench, as a script."""
     import subprocess
@@ -72,4 +78,11 @@ def test_paired_speedup_of_interleaved_runs():
     assert low < mean < high and low < 2.0 < high
     assert paired_speedup(fast, run("official", official, interleaved=False)) is None  # not paired frame by frame
     table = format_table([fast, run("official", official)])
-    assert "95% CI" in table and "2.00-2.00" in table
+    assert "paired x (95% CI)" in table and "2.00 (2.00-2.00)" in table
+
+
+def test_t_quantile_beyond_the_table():
+    from rtseg.engine.bench import _t975
+
+    assert _t975(9) == 2.262 and _t975(30) == 2.042
+    assert abs(_t975(38) - 2.0244) < 0.0005 and abs(_t975(120) - 1.9799) < 0.0005  # Student's t, two-sided 95%

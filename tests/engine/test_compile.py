@@ -16,7 +16,7 @@ from rtseg.engine import StreamingPredictor
 from rtseg.engine.build import build_sam2_video_model
 from rtseg.engine.models import model_spec
 from rtseg.engine.step import make_frame_step
-from tests.helpers.engine import MODEL, make_clip
+from tests.helpers.engine import MODEL, assert_results_consistent, make_clip
 
 IMAGE_SIZE = 64
 
@@ -126,3 +126,5 @@ def test_compiled_step_equals_eager(model, clip):
     assert [r.obj_ids for r in compiled] == [r.obj_ids for r in eager] and compiled[-1].obj_ids == [1, 2]
     worst = max(float(np.abs(c.logits - e.logits).max()) for c, e in zip(compiled, eager))
     assert worst <= 1e-4, f"compiled vs eager: max |Δlogit| {worst:.2e}"
+    for result in compiled:  # the compiled render: bit-packed masks and boxes read back right
+        assert_results_consistent(result)

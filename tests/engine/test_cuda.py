@@ -75,10 +75,11 @@ def test_bf16_masks_match_official_bf16_on_every_frame(checkpoint, clip, tmp_pat
     ref = run_official(checkpoint, frames, gt, tmp_path, device="cuda", precision=chosen)
     ours = run_streaming(checkpoint, frames, gt, device="cuda", precision=chosen.name)
     worst = 1.0
-    for obj_id in PROMPTS:
-        assert sorted(ours[obj_id]) == sorted(ref[obj_id])
+    for obj_id, (at, _) in PROMPTS.items():
+        assert sorted(ours[obj_id]) == sorted(ref[obj_id]) == list(range(at, N_FRAMES))
         for f in ref[obj_id]:
             a, b = ours[obj_id][f] > 0, ref[obj_id][f] > 0
+            assert b.any(), f"reference mask of object {obj_id} empty at frame {f}"
             union = int((a | b).sum())
             iou = 1.0 if union == 0 else int((a & b).sum()) / union
             worst = min(worst, iou)

@@ -50,6 +50,10 @@ def test_new_weights_and_gradients_recompute():
     with torch.inference_mode():
         trunk._get_pos_embed((8, 8))  # another input size
     assert len(calls) == 3
+    trunk.pos_embed.data = torch.zeros_like(trunk.pos_embed)  # new weights, the version counter unchanged
+    with torch.inference_mode():
+        zeroed = trunk._get_pos_embed((16, 16))
+    assert len(calls) == 4 and not torch.equal(zeroed, after)
     trunk._get_pos_embed((16, 16))  # gradients on: sam2's code path, every call
     trunk._get_pos_embed((16, 16))
-    assert len(calls) == 5
+    assert len(calls) == 6

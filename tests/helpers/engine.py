@@ -45,3 +45,13 @@ def write_test_checkpoint(path: Path, image_size: int = 256, seed: int = 0) -> P
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(20.0)
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+def assert_results_consistent(result) -> None:
+    """A FrameResult's masks, boxes and logits agree (the packed copy was read back right):
+    masks == logits > 0, and each box is its mask's extent (zeros for an empty mask)."""
+    assert np.array_equal(result.masks, result.logits > 0)
+    for mask, box in zip(result.masks, result.boxes):
+        ys, xs = np.nonzero(mask)
+        expected = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if xs.size else [0, 0, 0, 0]
+        assert box.tolist() == expected

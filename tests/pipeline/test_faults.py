@@ -9,6 +9,7 @@ import time
 from rtseg.client import Subscriber
 from rtseg.protocol import SOURCE_STATES
 from rtseg.recording import iter_segment, list_segments
+from rtseg.ring.layout import process_alive
 from tests.helpers.pipeline import Pipeline, write_config
 
 
@@ -55,11 +56,18 @@ def _next_masks(sub: Subscriber, timeout_s: float = 60.0):
     raise AssertionError(f"no masks within {timeout_s} s")
 
 
+STATUS_IN_FLIGHT_NS = 100_000_000  # status read -> published, at most, on a loaded machine
+
+
 def _kill_and_wait_for_successor(pipe: Pipeline, name: str, sub: Subscriber, seen: list) -> int:
     """kill -9 child `name`, collect messages until its successor published 3 masks; the kill's time."""
     old = pipe.pids()[name]
     os.kill(old, signal.SIGKILL)
-    killed_ns = time.monotonic_ns()
+    gone = time.monotonic() + 5  # SIGKILL takes effect when the kernel next runs the process
+    while process_alive(old, 0) and time.monotonic() < gone:
+        time.sleep(0.005)
+    # a status read while the process still ran may be published just after: not "after the kill"
+    killed_ns = time.monotonic_ns() + STATUS_IN_FLIGHT_NS
     deadline = time.monotonic() + 90
     while pipe.pids().get(name) in (None, old):
         assert time.monotonic() < deadline, f"{name} not restarted:\n{pipe.output()}"
