@@ -3,8 +3,8 @@
 Each camera keeps its own StreamingPredictor (its own objects, memory and frame count); the
 predictors share one model. `track_cameras` takes the frames that are ready now, runs sam2's
 image encoder once on all of them (on a GPU; on the CPU one at a time, which is faster there),
-and then each camera's per-frame step on its slice of the features, so a camera's masks are what its predictor's own `track` would give (float32
-noise of a batched convolution, ~1e-6).
+and then each camera's per-frame step on its slice of the features, so a camera's masks are
+what its predictor's own `track` would give (float32 noise of a batched convolution, ~1e-6).
 """
 from __future__ import annotations
 

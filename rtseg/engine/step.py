@@ -120,16 +120,14 @@ def frame_part(model, c: StepConstants, feats: tuple) -> torch.Tensor:
                                 vision_pos[-1].transpose(0, 1), c.rope)
 
 
-def track_objects(model, c: StepConstants, feats: tuple, t: torch.Tensor, s: SlotTensors, span: int | None = None,
-                  shared: torch.Tensor | None = None):
+def track_objects(model, c: StepConstants, feats: tuple, shared: torch.Tensor, t: torch.Tensor, s: SlotTensors,
+                  span: int | None = None):
     """One frame for every object slot in `s`; returns (low-res logits [N,1,s/4,s/4], scores [N,1]).
-    `shared`: `frame_part` of this frame, if already computed."""
+    `shared`: `frame_part` of this frame (computed once for all of its objects)."""
     vision_feats, _, feat_sizes = feats
     n = s.cond_frame.shape[0]
     hw, ch = vision_feats[-1].shape[0], vision_feats[-1].shape[2]
     memory, memory_pos, key_mask, n_ptr = memory_of(model, c, s, t, span)
-    if shared is None:
-        shared = frame_part(model, c, feats)
     out = masked_memory_attention(model.memory_attention, shared, memory, memory_pos, key_mask, n_ptr, c.rope)
     pix_feat = out.transpose(1, 2).reshape(n, ch, c.side, c.side)
     high_res = [x.permute(1, 2, 0).reshape(1, x.shape[2], *size).expand(n, -1, -1, -1)
@@ -235,7 +233,7 @@ def make_frame_step(model, consts: StepConstants, mode: str, device: torch.devic
         n = slots.cond_frame.shape[0]
         size = chunk or n
         shared = frame_part(model, consts, feats)
-        outs = [track_objects(model, consts, feats, t, slots.rows(a, min(a + size, n)), span, shared)
+        outs = [track_objects(model, consts, feats, shared, t, slots.rows(a, min(a + size, n)), span)
                 for a in range(0, n, size)]
         low_res = torch.cat([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]
         scores = torch.cat([o[1] for o in outs]) if len(outs) > 1 else outs[0][1]

@@ -201,6 +201,24 @@ def test_cluster_status_prints_one_row_per_camera(directory):
     assert down.returncode == 3 and "is `rtseg cluster` running" in down.stderr
 
 
+def running_publisher():
+    """A publisher thread of masks for camera `cam`, started and bound."""
+    from tests.helpers.recording import PublishingThread
+
+    publisher = PublishingThread(rate_hz=50)
+    publisher.start()
+    assert publisher.ready.wait(10)
+    return publisher
+
+
+def one_camera_directory(tmp_path, pub: str) -> Directory:
+    """A directory whose one camera, `cam`, runs on segmenter seg1, which publishes at `pub`."""
+    directory = Directory(["cam"], str(tmp_path / "state"), "tcp://127.0.0.1:*")
+    directory.place("cam", state="starting", segmenter="seg1")
+    directory.segmenter_ready("seg1", ["cam"], pub, "tcp://127.0.0.1:1", "cpu", 1)
+    return directory
+
+
 def test_recorder_follows_a_camera_through_the_directory(tmp_path):
     import threading
     import time
@@ -223,12 +241,8 @@ def test_recorder_follows_a_camera_through_the_directory(tmp_path):
             time.sleep(0.1)
         assert recorded() >= n
 
-    first = PublishingThread(rate_hz=50)
-    first.start()
-    assert first.ready.wait(10)
-    directory = Directory(["cam"], str(tmp_path / "state"), "tcp://127.0.0.1:*")
-    directory.place("cam", state="starting", segmenter="seg1")
-    directory.segmenter_ready("seg1", ["cam"], first.endpoint, "tcp://127.0.0.1:1", "cpu", 1)
+    first = running_publisher()
+    directory = one_camera_directory(tmp_path, first.endpoint)
     stop = threading.Event()
     recorder = Recorder(RecorderConfig(directory=tmp_path / "rec", fsync_interval_s=0), directory.endpoint(),
                         cameras=["cam"], cluster=True)
@@ -259,7 +273,6 @@ def test_viewer_feed_and_options_go_through_the_directory(tmp_path):
 
     from rtseg.view.feed import Feed
     from rtseg.view.viewer import ViewerError, options_from_args
-    from tests.helpers.recording import PublishingThread
 
     args = dict(config=None, pub=None, control=None, view_only=False, camera="cam", ring=None, frame_buffer=None,
                 fps=None, client_key=None, server_key=None, log_level="INFO", cluster="tcp://10.1.2.3:5570")
@@ -268,12 +281,8 @@ def test_viewer_feed_and_options_go_through_the_directory(tmp_path):
     with pytest.raises(ViewerError, match="--cluster needs --camera"):
         options_from_args(Namespace(**{**args, "camera": None}))
 
-    publisher = PublishingThread(rate_hz=50)
-    publisher.start()
-    assert publisher.ready.wait(10)
-    directory = Directory(["cam"], str(tmp_path / "state"), "tcp://127.0.0.1:*")
-    directory.place("cam", state="starting", segmenter="seg1")
-    directory.segmenter_ready("seg1", ["cam"], publisher.endpoint, "tcp://127.0.0.1:1", "cpu", 1)
+    publisher = running_publisher()
+    directory = one_camera_directory(tmp_path, publisher.endpoint)
     try:
         with Feed("cam", directory.endpoint(), cluster=True) as feed:
             deadline = time.monotonic() + 20
