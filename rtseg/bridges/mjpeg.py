@@ -2,8 +2,10 @@
 
   GET /                  a small page listing the cameras (live pictures and links)
   GET /<camera>.mjpg     multipart/x-mixed-replace JPEG stream (browsers, VLC, ffmpeg, most NVRs);
-                         each part carries X-Frame-Index (the capture frame index) and X-Timestamp
-                         (capture wall clock, ns)
+                         each part carries X-Frame-Index (the capture frame index), X-Masks-Index
+                         (the capture index of the frame the drawn masks were computed from, -1
+                         when the picture carries none: before the first masks, or while the
+                         segmenter is down) and X-Timestamp (capture wall clock, ns)
   GET /<camera>.jpg      the newest picture (a snapshot)
 
 Pictures come from `rtseg.view.feed.Feed`, the viewer's data side: frames from the camera's
@@ -46,6 +48,10 @@ SNAPSHOT_WAIT_S = 3.0
 WATCH_LINGER_S = 5.0  # keep encoding this long after the last snapshot request
 
 
+# (number, JPEG bytes, frame index, masks index or None when no masks are drawn, capture wall ns)
+Picture = tuple[int, bytes, "int | None", "int | None", "int | None"]
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -64,7 +70,7 @@ class CameraStream:
         self.period = 1.0 / fps
         self.quality = quality
         self._cond = threading.Condition()
-        self._jpeg: tuple[int, bytes, int | None, int] | None = None  # (number, bytes, frame index, wall ns)
+        self._jpeg: Picture | None = None
         self._number = 0
         self._watchers = 0
         self._wanted_until = 0.0
@@ -90,7 +96,7 @@ class CameraStream:
         with self._cond:
             self._wanted_until = time.monotonic() + WATCH_LINGER_S
 
-    def wait_newer(self, than: int, timeout: float) -> tuple[int, bytes, int | None, int] | None:
+    def wait_newer(self, than: int, timeout: float) -> Picture | None:
         """The newest JPEG if it is newer than number `than`, waiting up to `timeout` for one."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -119,7 +125,8 @@ class CameraStream:
                 continue
             with self._cond:
                 self._number += 1
-                self._jpeg = (self._number, buf.tobytes(), view.frame_index, view.capture_wall_ns)
+                self._jpeg = (self._number, buf.tobytes(), view.frame_index, view.masks_index,
+                              view.capture_wall_ns)
                 self._cond.notify_all()
 
 
@@ -281,12 +288,14 @@ class _Handler(BaseHTTPRequestHandler):
                 got = stream.wait_newer(last, 1.0)
                 if got is None:
                     continue
-                number, jpeg, index, wall_ns = got
+                number, jpeg, index, masks_index, wall_ns = got
                 if last:
                     app.count("dropped", number - last - 1)
                 last = number
                 head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-                        f"X-Frame-Index: {-1 if index is None else index}\r\nX-Timestamp: {-1 if wall_ns is None else wall_ns}\r\n\r\n")
+                        f"X-Frame-Index: {-1 if index is None else index}\r\n"
+                        f"X-Masks-Index: {-1 if masks_index is None else masks_index}\r\n"
+                        f"X-Timestamp: {-1 if wall_ns is None else wall_ns}\r\n\r\n")
                 self.wfile.write(head.encode() + jpeg + b"\r\n")
                 self.wfile.flush()
                 app.count("sent")

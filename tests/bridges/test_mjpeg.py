@@ -65,19 +65,26 @@ def test_stream_shows_each_mask_in_its_colour_on_its_frame(publishing):
         resp = conn.getresponse()
         assert resp.status == 200
         assert resp.getheader("Content-Type") == "multipart/x-mixed-replace; boundary=rtsegframe"
-        checked = 0
+        checked = unmasked = 0
         deadline = time.monotonic() + 15
         while checked < 5 and time.monotonic() < deadline:
             headers, jpeg = read_part(resp)
-            index = int(headers["x-frame-index"])
+            index, masks_index = int(headers["x-frame-index"]), int(headers["x-masks-index"])
             rgb = decode(jpeg)
             assert rgb.shape == (H, W, 3)
             base = (40, 40, (index * 7) % 256)  # tests.helpers.recording.frame_message
+            assert np.abs(rgb[80, 100] - base).max() < 12  # no mask there: the frame itself
+            if masks_index == -1:  # the frame alone, before its subscription got the first masks
+                assert checked == 0, f"frame {index} without masks after masked ones"
+                assert np.abs(rgb[30, 36] - base).max() < 12
+                unmasked += 1
+                continue
+            assert masks_index == index  # masks on the frame they were computed from
             # object 7 covers rows 25:40, columns 30:50 (object 1, at the top, is under its own label)
             for y, x in ((30, 36), (35, 44)):
                 assert np.abs(rgb[y, x] - blend(base, object_color(7))).max() < 16, (index, rgb[y, x])
-            assert np.abs(rgb[80, 100] - base).max() < 12  # no mask there: the frame itself
             checked += 1
+        assert unmasked <= 3, f"{unmasked} pictures without masks: masks are published with every frame"
         conn.close()
         assert checked == 5
         status, ctype, body = get(server.port, "/cam.jpg")
