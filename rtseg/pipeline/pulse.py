@@ -6,7 +6,8 @@ socket; a frame at image_size 1024 on a CPU takes seconds, and so does re-tracki
 click. Anything that waited for the loop would wait for the frame. So:
 
 - `status` goes out every `network.status_interval_s` on a fixed schedule from this thread
-  (`Segmenter.publish_status` is safe to call beside the loop);
+  (`Segmenter.publish_status` is safe to call beside the loop), and at once (within
+  SOURCE_POLL_S) when a camera's source_state changes;
 - while the loop is inside model work it cannot beat its heartbeat, so this thread beats for
   it, for at most MAX_WORK_S per piece of work: a frame that takes longer than
   `supervisor.heartbeat_timeout_s` is slow, not hung (a stopped process stops this thread too);
@@ -30,6 +31,7 @@ from typing import Any
 log = logging.getLogger("rtseg.pipeline.segmenter")
 
 ABANDON_GRACE_S = 1.0
+SOURCE_POLL_S = 0.1  # how often the cameras' source states are compared with the last status
 MAX_WORK_S = 600.0  # model work longer than this is a hang: the heartbeat stops and the supervisor acts
 
 
@@ -74,7 +76,7 @@ class Pulse(threading.Thread):
             self.busy = False
 
     def run(self) -> None:
-        due = time.monotonic()
+        due = next_poll = time.monotonic()
         interrupted_at = None
         while not self._done.is_set():
             now = time.monotonic()
@@ -86,6 +88,13 @@ class Pulse(threading.Thread):
                 due += self.interval_s
                 if due <= now:  # fell behind (a stopped process): keep the phase, skip the missed ones
                     due = now + self.interval_s - (now - due) % self.interval_s
+            elif self.segmenter is not None and now >= next_poll:
+                try:
+                    self.segmenter.publish_status_if_changed()
+                except Exception:
+                    log.exception("could not publish status")
+            if now >= next_poll:
+                next_poll = now + SOURCE_POLL_S
             if self.heartbeat is not None and self.busy and now - self._busy_since < MAX_WORK_S:
                 self.heartbeat.value = time.time()
             if self.interruptible and self.stop_event.is_set() and self.busy:
