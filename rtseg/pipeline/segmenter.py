@@ -108,7 +108,7 @@ class Segmenter:
         # the capture states for `status`, read beside the loop: readers of their own
         self.state_readers = state_readers or readers
         self._status_lock = threading.Lock()
-        self._reported_states: dict[str, str] = {}  # camera -> source_state in the last status
+        self._published_states: dict[str, str] = {}  # camera -> source_state in the last published status
         self._started = time.monotonic()
 
     # --------------------------------------------------------------- frames
@@ -380,7 +380,6 @@ class Segmenter:
         with self._status_lock:  # the state readers are not shared between threads
             for name, pipe in self.cams.items():
                 state, attempt, message = self.source_state(name)
-                self._reported_states[name] = state
                 latencies, latest = tuple(pipe.latencies_ms), pipe.latest_frame
                 cams[name] = CameraStatus(
                     fps=round(pipe.fps(), 2),
@@ -398,13 +397,15 @@ class Segmenter:
                              device=self.device_name, uptime_s=round(time.monotonic() - self._started, 3))
 
     def publish_status(self) -> None:
-        self.publisher.publish(self.status_message())
+        message = self.status_message()
+        self.publisher.publish(message)
+        self._published_states = {name: cam.source_state for name, cam in message.cameras.items()}
 
     def publish_status_if_changed(self) -> bool:
         """Publish a status now if a camera's source_state differs from the last one published
         (a capture restart can be over within one status period: it must still be seen)."""
         with self._status_lock:
-            changed = any(self.source_state(name)[0] != self._reported_states.get(name) for name in self.cams)
+            changed = any(self.source_state(name)[0] != self._published_states.get(name) for name in self.cams)
         if changed:
             self.publish_status()
         return changed
